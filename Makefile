@@ -1,0 +1,39 @@
+# returnsd — two commands on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.yaml
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench fuzz faults clean demo-data
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Start the daemon on config.yaml (SQLite under var/, demo actions loaded).
+run: $(STAMP)
+	$(BIN)/returnsd --config $(CONFIG) db upgrade
+	$(BIN)/returnsd --config $(CONFIG) actions import fixtures/demo/actions.csv --items fixtures/demo/items.csv --if-empty
+	$(BIN)/returnsd --config $(CONFIG) run
+
+## Run the whole test suite (plus ruff and mypy).
+test: $(STAMP)
+	$(BIN)/ruff check ingest channels parsers scheduler.py tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ingest channels parsers scheduler.py tests bench
+	$(BIN)/ruff format --check ingest channels parsers scheduler.py tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py --rows 1000000 --json
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Channels: receive files, hand them to the spool, acknowledge. Nothing else."""

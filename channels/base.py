@@ -1,0 +1,39 @@
+"""The contract every channel fulfils, and what the daemon hands each one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from ingest.config import Settings
+from ingest.errors import ReturnsdError
+from ingest.results import FileOutcome, ResultStore
+from ingest.spool import Spool
+
+
+class ChannelError(ReturnsdError):
+    """A channel could not start; the message names the channel, the address and the cause."""
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel may use: the config, the spool to store files, results to give back."""
+
+    settings: Settings
+    spool: Spool
+    results: ResultStore
+
+
+class Channel(Protocol):
+    """A way files arrive: start listening, stop, and give results back to senders."""
+
+    name: ClassVar[str]
+
+    def start(self) -> None:
+        """Return once the channel really listens (or is scheduled); raise ChannelError if not."""
+
+    def stop(self) -> None:
+        """Stop accepting, finish what is in hand, release every resource."""
+
+    def deliver(self, outcome: FileOutcome) -> bool:
+        """Give a finished file's result back to its sender; True when done (or nothing to do)."""

@@ -1,0 +1,1 @@
+"""returnsd core: spool, engine, store, results, daemon and CLI."""

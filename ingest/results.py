@@ -1,0 +1,214 @@
+"""What returnsd tells a sender: receipts, result CSVs, JSON summaries, and their delivery state."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, select, update
+
+from ingest import tables as t
+from ingest.store import Store
+
+RESULT_COLUMNS = (
+    "Line",
+    "Status",
+    "ErrorType",
+    "ErrorCode",
+    "Message",
+    "ActionId",
+    "State",
+    "OldAmount",
+    "NewAmount",
+    "OldPayout",
+    "NewPayout",
+)
+
+
+def reply_name(prefix: str, name: str, ext: str) -> str:
+    """Name of a reply file: `result_returns.csv` for `returns.csv`, `receipt_returns.txt`, …"""
+    stem = name[:-4] if name.lower().endswith(".csv") else name
+    return f"{prefix}{stem}{ext}"
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """Everything known about one received file, for status pages and replies to its sender."""
+
+    file_id: str
+    campaign: str
+    channel: str
+    name: str
+    sender: str | None
+    peer: str | None
+    size: int
+    sha256: str
+    status: str
+    received_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    duplicate_of: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    result_path: Path | None = None
+    summary_doc: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the file is COMPLETE, FAILED or DUPLICATE."""
+        return self.status in ("COMPLETE", "FAILED", "DUPLICATE")
+
+    @property
+    def result_name(self) -> str:
+        """File name of the result CSV given back to the sender."""
+        return reply_name("result_", self.name, ".csv")
+
+    @property
+    def summary_name(self) -> str:
+        """File name of the JSON summary given back to the sender."""
+        return reply_name("result_", self.name, ".json")
+
+    @property
+    def receipt_name(self) -> str:
+        """File name of the receipt given back to the sender."""
+        return reply_name("receipt_", self.name, ".txt")
+
+    def result_csv(self) -> bytes | None:
+        """The result CSV (original columns + outcome columns), or None if there is none."""
+        if self.result_path is None or not self.result_path.exists():
+            return None
+        with gzip.open(self.result_path, "rb") as f:
+            return f.read()
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary: ids, sender, status, counts by status and error code, timings."""
+        doc: dict[str, Any] = {
+            "file_id": self.file_id,
+            "campaign": self.campaign,
+            "channel": self.channel,
+            "name": self.name,
+            "sender": self.sender,
+            "size": self.size,
+            "sha256": self.sha256,
+            "status": self.status,
+            "received_at": _iso(self.received_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+        if self.error_code:
+            doc["error"] = {"code": self.error_code, "message": self.error_message}
+        if self.duplicate_of:
+            doc["duplicate_of"] = self.duplicate_of
+        if self.summary_doc:
+            doc.update({k: v for k, v in self.summary_doc.items() if k not in doc})
+        elif self.counts:
+            doc["counts"] = self.counts
+        return doc
+
+    def receipt_text(self) -> str:
+        """A short human-readable receipt (key: value lines)."""
+        lines = [
+            f"file_id: {self.file_id}",
+            f"name: {self.name}",
+            f"campaign: {self.campaign}",
+            f"channel: {self.channel}",
+            f"received_at: {_iso(self.received_at)}",
+            f"size: {self.size}",
+            f"sha256: {self.sha256}",
+            f"status: {self.status}",
+        ]
+        if self.duplicate_of:
+            lines.append(f"duplicate_of: {self.duplicate_of} (nothing was applied again)")
+        return "\n".join(lines) + "\n"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+class ResultStore:
+    """Reads file records and results; marks replies as delivered."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def outcome(self, file_id: str) -> FileOutcome | None:
+        """The outcome of one file, or None if no such file."""
+        q = _outcome_query().where(t.files.c.id == file_id)
+        with self.store.read() as conn:
+            row = conn.execute(q).first()
+        return _to_outcome(row) if row else None
+
+    def list(
+        self, campaign: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[FileOutcome]:
+        """The newest files, optionally of one campaign or status."""
+        q = _outcome_query().order_by(t.files.c.id.desc()).limit(limit)
+        if campaign:
+            q = q.where(t.files.c.campaign_id == campaign)
+        if status:
+            q = q.where(t.files.c.status == status)
+        with self.store.read() as conn:
+            return [_to_outcome(r) for r in conn.execute(q)]
+
+    def undelivered(self, channels: set[str], limit: int = 100) -> list[FileOutcome]:
+        """Finished files of these channels whose result has not been given back yet."""
+        q = (
+            _outcome_query()
+            .where(
+                t.files.c.delivered_at.is_(None),
+                t.files.c.status.in_(("COMPLETE", "FAILED", "DUPLICATE")),
+                t.files.c.channel.in_(sorted(channels)),
+            )
+            .order_by(t.files.c.id)
+            .limit(limit)
+        )
+        with self.store.read() as conn:
+            return [_to_outcome(r) for r in conn.execute(q)]
+
+    def mark_delivered(self, file_id: str) -> None:
+        """Record that the sender got the result."""
+        q = update(t.files).where(t.files.c.id == file_id).values(delivered_at=datetime.now(UTC))
+        with self.store.begin() as conn:
+            conn.execute(q)
+
+
+def _outcome_query() -> Any:
+    return select(t.files, t.results.c.path.label("result_path"), t.results.c.summary).outerjoin(
+        t.results, t.results.c.file_id == t.files.c.id
+    )
+
+
+def _to_outcome(row: Row[Any]) -> FileOutcome:
+    m = row._mapping
+    return FileOutcome(
+        file_id=m["id"],
+        campaign=m["campaign_id"],
+        channel=m["channel"],
+        name=m["name"],
+        sender=m["sender"],
+        peer=m["peer"],
+        size=m["size"],
+        sha256=m["sha256"],
+        status=m["status"],
+        received_at=m["received_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        duplicate_of=m["duplicate_of"],
+        counts=_json(m["counts"]) or {},
+        meta=_json(m["meta"]) or {},
+        result_path=Path(m["result_path"]) if m["result_path"] else None,
+        summary_doc=_json(m["summary"]),
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
