@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,8 +82,7 @@ class FileOutcome:
         """The result CSV (original columns + outcome columns), or None if there is none."""
         if self.result_path is None or not self.result_path.exists():
             return None
-        with gzip.open(self.result_path, "rb") as f:
-            return f.read()
+        return self.result_path.read_bytes()
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary: ids, sender, status, counts by status and error code, timings."""

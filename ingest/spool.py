@@ -30,6 +30,8 @@ QUEUED, PROCESSING, COMPLETE, FAILED, DUPLICATE = (
 )
 FINISHED = (COMPLETE, FAILED, DUPLICATE)
 RESERVED_PREFIXES = ("receipt_", "result_")
+# Failures of returnsd itself, not of the file: the same bytes sent again are processed anew.
+RETRYABLE = ("INTERNAL_ERROR", "INTERRUPTED")
 CHUNK = 1024 * 1024
 
 
@@ -193,7 +195,16 @@ class Spool:
                         )
                         conn.execute(t.files.insert(), {**row, "status": QUEUED})
                         return Accepted(file_id, campaign, name, QUEUED, size, digest)
-                    first_id, first_status = first
+                    first_id, first_status, first_error = first
+                    if first_status == FAILED and first_error in RETRYABLE:
+                        conn.execute(
+                            t.file_hashes.update()
+                            .where(t.file_hashes.c.campaign_id == campaign,
+                                   t.file_hashes.c.sha256 == digest)
+                            .values(file_id=file_id)
+                        )
+                        conn.execute(t.files.insert(), {**row, "status": QUEUED})
+                        return Accepted(file_id, campaign, name, QUEUED, size, digest)
                     if first_status in (QUEUED, PROCESSING):
                         return Accepted(first_id, campaign, name, first_status, size, digest)
                     conn.execute(
@@ -214,14 +225,16 @@ class Spool:
         raise errors.Transient("could not record the file; try again")
 
 
-def _first_with_hash(conn: Connection, campaign: str, digest: str) -> tuple[str, str] | None:
+def _first_with_hash(
+    conn: Connection, campaign: str, digest: str
+) -> tuple[str, str, str | None] | None:
     q = (
-        select(t.files.c.id, t.files.c.status)
+        select(t.files.c.id, t.files.c.status, t.files.c.error_code)
         .join(t.file_hashes, t.file_hashes.c.file_id == t.files.c.id)
         .where(t.file_hashes.c.campaign_id == campaign, t.file_hashes.c.sha256 == digest)
     )
     found = conn.execute(q).first()
-    return (found[0], found[1]) if found else None
+    return (found[0], found[1], found[2]) if found else None
 
 
 def _chunks(data: bytes | Path | BinaryIO) -> Iterator[bytes]:

@@ -1,0 +1,139 @@
+"""Line outcomes of a file and the result CSV: the original columns followed by what happened."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from ingest.domain import error_type
+from ingest.results import RESULT_COLUMNS
+from ingest.rules import ERROR, STATE_NAMES, Ledger
+from parsers.base import RawTable
+
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+@dataclass
+class LineOutcomes:
+    """Per file line: status, error, resolved action and old/new values (-1 = none)."""
+
+    line: npt.NDArray[np.int64]
+    status: npt.NDArray[np.object_]
+    code: npt.NDArray[np.object_]
+    message: npt.NDArray[np.object_]
+    action_pos: npt.NDArray[np.int64]
+    state: npt.NDArray[np.int8]
+    old_amount: npt.NDArray[np.int64]
+    new_amount: npt.NDArray[np.int64]
+    old_payout: npt.NDArray[np.int64]
+    new_payout: npt.NDArray[np.int64]
+
+    @classmethod
+    def empty(cls, lines: npt.NDArray[np.int64], n: int) -> LineOutcomes:
+        """Outcomes for `n` lines, nothing decided yet."""
+
+        def neg() -> npt.NDArray[np.int64]:
+            return np.full(n, -1, dtype=np.int64)
+
+        return cls(
+            line=lines, status=np.full(n, ERROR, dtype=object), code=np.full(n, None, object),
+            message=np.full(n, None, object), action_pos=neg(),
+            state=np.full(n, -1, dtype=np.int8), old_amount=neg(), new_amount=neg(),
+            old_payout=neg(), new_payout=neg(),
+        )
+
+    def mark_errors(self, code: npt.NDArray[Any], message: npt.NDArray[Any]) -> None:
+        """Record validation and matching errors."""
+        self.code[:] = code
+        self.message[:] = message
+
+    def take(self, sel: npt.NDArray[np.int64], d: Any) -> None:
+        """Store a round's decision for the lines at `sel`."""
+        self.status[sel], self.code[sel], self.message[sel] = d.status, d.code, d.message
+        self.state[sel] = np.where(d.status == ERROR, d.old_state, d.new_state)
+        self.old_amount[sel], self.old_payout[sel] = d.old_amount, d.old_payout
+        keep = d.status == ERROR
+        self.new_amount[sel] = np.where(keep, d.old_amount, d.new_amount)
+        self.new_payout[sel] = np.where(keep, d.old_payout, d.new_payout)
+
+    def counts(self) -> dict[str, Any]:
+        """Counts by status and by error code."""
+        by_status = Counter(self.status.tolist())
+        by_code = Counter(c for c in self.code.tolist() if c)
+        return {
+            "lines": len(self.line),
+            "applied": by_status.get("APPLIED", 0),
+            "unchanged": by_status.get("UNCHANGED", 0),
+            "errors": by_status.get("ERROR", 0),
+            "by_error_code": dict(sorted(by_code.items())),
+        }
+
+
+def money(cents: npt.NDArray[np.int64]) -> pa.Array:
+    """Cents as '123.45' text; -1 (none) as empty."""
+    safe = np.maximum(cents, 0)
+    whole = pc.cast(pa.array(safe // 100), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(safe % 100), pa.string()), 2, "0")
+    text = pc.binary_join_element_wise(whole, frac, ".")
+    return pc.if_else(pa.array(cents < 0), pa.scalar("", pa.string()), text)
+
+
+def neutralise(column: pa.Array) -> pa.Array:
+    """Prefix cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with a quote."""
+    column = pc.cast(column, pa.string())
+    risky = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
+    quoted = pc.binary_join_element_wise(pa.scalar("'"), column, "")
+    return pc.if_else(risky, quoted, column)
+
+
+def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
+    """The result columns (Line … NewPayout) as text arrays, in RESULT_COLUMNS order."""
+    has_pos = out.action_pos >= 0
+    ids = np.where(has_pos, ledger.ids[np.maximum(out.action_pos, 0)] if len(ledger.ids) else "",
+                   "")
+    states = np.where(out.state >= 0, STATE_NAMES[np.maximum(out.state, 0)], "")
+    codes = [c or "" for c in out.code.tolist()]
+    return [
+        pc.cast(pa.array(out.line), pa.string()),
+        pa.array(out.status.tolist(), pa.string()),
+        pa.array([error_type(c) if c else "" for c in codes], pa.string()),
+        pa.array(codes, pa.string()),
+        neutralise(pa.array([m or "" for m in out.message.tolist()], pa.string())),
+        pa.array(ids.tolist(), pa.string()),
+        pa.array(states.tolist(), pa.string()),
+        money(out.old_amount), money(out.new_amount), money(out.old_payout), money(out.new_payout),
+    ]
+
+
+def write_result(path: Path, raw: RawTable, out: LineOutcomes, ledger: Ledger) -> Path:
+    """Write the result CSV atomically (temp name, fsync, rename) and return its path."""
+    order = np.searchsorted(out.line, np.asarray(raw.lines, dtype=np.int64))
+    width = len(raw.header)
+    original: list[pa.Array] = []
+    n_out = len(out.line)
+    in_raw = np.zeros(n_out, dtype=bool)
+    in_raw[order] = True
+    for i in range(width):
+        cells = np.full(n_out, "", dtype=object)
+        col = raw.frame.iloc[:, i]
+        cells[order] = col.fillna("").to_numpy(dtype=object)
+        original.append(neutralise(pa.array(cells.tolist(), pa.string())))
+    names = [*(str(h) for h in raw.header), *RESULT_COLUMNS]
+    table = pa.Table.from_arrays([*original, *outcome_columns(out, ledger)], names=names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink:
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

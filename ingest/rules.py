@@ -1,0 +1,236 @@
+"""The returns rules, vectorised: one round of changes (each action at most once) against the ledger.
+
+Rows of a file apply in file order. Rows touching different actions do not interact, so the engine
+splits a file into rounds — round k holds the k-th line of every action — and each round is decided
+here with whole-array operations. The same guard order serves order-level and item-level lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.domain import MAX_MODIFICATIONS
+
+S_PENDING, S_REVERSED, S_APPROVED, S_LOCKED = 0, 1, 2, 3
+STATE_NAMES = np.array(["PENDING", "REVERSED", "APPROVED", "LOCKED"], dtype=object)
+STATE_CODES = {str(name): i for i, name in enumerate(STATE_NAMES)}
+OPS = ("modify", "reverse", "reset", "approve")
+OP_MODIFY, OP_REVERSE, OP_RESET, OP_APPROVE = range(4)
+
+APPLIED, UNCHANGED, ERROR = "APPLIED", "UNCHANGED", "ERROR"
+
+I64 = npt.NDArray[np.int64]
+Obj = npt.NDArray[np.object_]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass
+class Items:
+    """Items of the loaded actions (slot arrays) and an index (action position, sku) → slot."""
+
+    action_pos: I64
+    sku: Obj
+    category: Obj
+    quantity: I64
+    amount: I64
+    orig_quantity: I64
+    orig_amount: I64
+    touched: Bool
+    index: dict[tuple[int, str], int] = field(default_factory=dict)
+    by_action: dict[int, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for slot, (pos, sku) in enumerate(zip(self.action_pos.tolist(), self.sku, strict=True)):
+            self.index[(pos, sku)] = slot
+            self.by_action.setdefault(pos, []).append(slot)
+
+    def dirty(self, pos: int) -> bool:
+        """True when an item of the action at `pos` differs from its original."""
+        slots = self.by_action.get(pos, [])
+        return any(
+            self.quantity[s] != self.orig_quantity[s] or self.amount[s] != self.orig_amount[s]
+            for s in slots
+        )
+
+
+@dataclass
+class Ledger:
+    """The actions a file touches, as arrays; rounds read and update them in place."""
+
+    ids: Obj
+    currency: Obj
+    kind: Obj
+    locked: Bool
+    fixed_rule: Bool
+    percent_e4: I64
+    fixed_cents: I64
+    amount: I64
+    payout: I64
+    state: npt.NDArray[np.int8]
+    mod_count: I64
+    customer_status: Obj
+    orig_amount: I64
+    orig_payout: I64
+    orig_customer_status: Obj
+    items: Items
+    touched: Bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.touched = np.zeros(len(self.ids), dtype=bool)
+
+    def new_payout(self, pos: I64, amount: I64) -> I64:
+        """Payout under the event type's current rule for `amount`, half-up to the cent."""
+        pct = (amount * self.percent_e4[pos] + 500_000) // 1_000_000
+        return np.where(self.fixed_rule[pos], self.fixed_cents[pos], pct)
+
+
+@dataclass
+class Proposal:
+    """What each line of a round asks for, before the guards: one entry per line."""
+
+    pos: I64
+    op: I64
+    amount: I64  # proposed new amount (modify); ignored otherwise
+    customer_status: Obj  # new status or None
+    currency: Obj  # currencyCode given, or None
+    item_error: Obj  # ITEM_NOT_FOUND etc. (checked last), or None
+    item_updates: list[list[tuple[int, int, int, str | None]]]  # per line: (slot, qty, amt, cat)
+    items_all_zero: Bool
+
+
+@dataclass
+class Decision:
+    """A round's outcome per line: status, error, and the action's old and new values."""
+
+    status: Obj
+    code: Obj
+    message: Obj
+    old_amount: I64
+    new_amount: I64
+    old_payout: I64
+    new_payout: I64
+    old_state: npt.NDArray[np.int8]
+    new_state: npt.NDArray[np.int8]
+    op: I64
+
+
+MESSAGES = {
+    (APPLIED, OP_MODIFY): "modified",
+    (APPLIED, OP_REVERSE): "reversed",
+    (APPLIED, OP_RESET): "reset to the original amount, payout and PENDING",
+    (APPLIED, OP_APPROVE): "approved",
+    (UNCHANGED, OP_MODIFY): "no change: amount and status already as given",
+    (UNCHANGED, OP_REVERSE): "no change: already reversed",
+    (UNCHANGED, OP_RESET): "no change: already at its original values",
+}
+
+GUARD_MESSAGES = {
+    "CURRENCY_MISMATCH": "currencyCode differs from the action's currency",
+    "ACTION_LOCKED": "the action is locked (lock date passed, or approved): it cannot change",
+    "CPC_NOT_SUPPORTED": "CPC actions cannot be reversed or modified by file; ask the operator",
+    "ACTION_REVERSED": "the action is reversed: RESET it first",
+    "MALFORMED": "CustomerStatus is not allowed on a reversal",
+    "MODIFICATION_LIMIT": f"the action already had {MAX_MODIFICATIONS} modifications",
+    "ITEM_NOT_FOUND": "Sku is not an item of this action",
+}
+
+
+def decide(ledger: Ledger, p: Proposal) -> Decision:
+    """Apply the guards in SPEC order, then the change; update the ledger for applied lines."""
+    pos = p.pos
+    state = ledger.state[pos]
+    op = p.op.copy()
+    items_dirty = np.fromiter((ledger.items.dirty(int(x)) for x in pos), bool, len(pos))
+    is_cpc = ledger.kind[pos] == "cpc"
+    changing = (op == OP_MODIFY) | (op == OP_REVERSE)
+    has_cs = np.array([c is not None for c in p.customer_status], dtype=bool)
+    has_cur = np.array([c is not None for c in p.currency], dtype=bool)
+    item_err = np.array([e is not None for e in p.item_error], dtype=bool)
+    guards = [
+        ("CURRENCY_MISMATCH", has_cur & (p.currency != ledger.currency[pos])),
+        ("ACTION_LOCKED", ledger.locked[pos] | (state == S_APPROVED) | (state == S_LOCKED)),
+        ("CPC_NOT_SUPPORTED", is_cpc & changing),
+        ("ACTION_REVERSED", (state == S_REVERSED) & ((op == OP_MODIFY) | (op == OP_APPROVE))),
+        ("MALFORMED", (op == OP_REVERSE) & has_cs & (state != S_REVERSED)),
+        ("MODIFICATION_LIMIT", (op == OP_MODIFY) & (ledger.mod_count[pos] >= MAX_MODIFICATIONS)),
+        ("ITEM_NOT_FOUND", item_err),
+    ]
+    code = np.select([g for _, g in guards], [c for c, _ in guards], default=None).astype(object)
+    message = np.array([GUARD_MESSAGES.get(c, "") if c else None for c in code], dtype=object)
+    for i in np.flatnonzero(item_err & (code == "ITEM_NOT_FOUND")):
+        message[i] = p.item_error[i]
+    ok = code == None  # noqa: E711 - elementwise comparison with None
+
+    old_amount, old_payout = ledger.amount[pos], ledger.payout[pos]
+    cur_cs = ledger.customer_status[pos]
+    new_amount, new_payout, new_state = old_amount.copy(), old_payout.copy(), state.copy()
+    new_cs = np.where(has_cs, p.customer_status, cur_cs)
+    changed = np.zeros(len(pos), dtype=bool)
+
+    m = ok & (op == OP_MODIFY)
+    proposed_payout = ledger.new_payout(pos, p.amount)
+    new_amount[m], new_payout[m] = p.amount[m], proposed_payout[m]
+    changed |= m & (
+        (new_amount != old_amount) | (new_payout != old_payout) | (new_cs != cur_cs)
+        | (np.array([len(u) > 0 for u in p.item_updates]) & _items_change(ledger, p))
+    )
+    r = ok & (op == OP_REVERSE) & (state != S_REVERSED)
+    new_amount[r], new_payout[r], new_state[r] = 0, 0, S_REVERSED
+    changed |= r
+    z = ok & (op == OP_RESET)
+    orig_cs = ledger.orig_customer_status[pos]
+    at_orig = (
+        (old_amount == ledger.orig_amount[pos]) & (old_payout == ledger.orig_payout[pos])
+        & (cur_cs == orig_cs) & (state == S_PENDING) & ~items_dirty
+    )
+    new_amount[z], new_payout[z] = ledger.orig_amount[pos][z], ledger.orig_payout[pos][z]
+    new_state[z] = S_PENDING
+    new_cs = np.where(z, orig_cs, new_cs)
+    changed |= z & ~at_orig
+    a = ok & (op == OP_APPROVE)
+    new_state[a] = S_APPROVED
+    changed |= a
+
+    status = np.where(ok, np.where(changed, APPLIED, UNCHANGED), ERROR).astype(object)
+    for i in np.flatnonzero(ok):
+        message[i] = MESSAGES.get((status[i], int(op[i])), "")
+    _commit(ledger, p, pos, changed, op, new_amount, new_payout, new_state, new_cs)
+    return Decision(status, code, message, old_amount, new_amount, old_payout, new_payout,
+                    state, new_state, op)
+
+
+def _items_change(ledger: Ledger, p: Proposal) -> Bool:
+    items = ledger.items
+    return np.array(
+        [any(items.quantity[s] != q or items.amount[s] != a or (c is not None and
+             items.category[s] != c) for s, q, a, c in updates) for updates in p.item_updates],
+        dtype=bool,
+    )
+
+
+def _commit(
+    ledger: Ledger, p: Proposal, pos: I64, changed: Bool, op: I64, new_amount: I64,
+    new_payout: I64, new_state: npt.NDArray[np.int8], new_cs: Obj,
+) -> None:
+    w = pos[changed]
+    ledger.amount[w] = new_amount[changed]
+    ledger.payout[w] = new_payout[changed]
+    ledger.state[w] = new_state[changed]
+    ledger.customer_status[w] = new_cs[changed]
+    ledger.mod_count[w] += (op[changed] == OP_MODIFY).astype(np.int64)
+    ledger.touched[w] = True
+    items = ledger.items
+    for i in np.flatnonzero(changed):
+        if op[i] == OP_RESET:
+            for s in items.by_action.get(int(pos[i]), []):
+                items.quantity[s], items.amount[s] = items.orig_quantity[s], items.orig_amount[s]
+                items.touched[s] = True
+        elif op[i] in (OP_MODIFY, OP_REVERSE):
+            for slot, qty, amt, cat in p.item_updates[i]:
+                items.quantity[slot], items.amount[slot] = qty, amt
+                if cat is not None:
+                    items.category[slot] = cat
+                items.touched[slot] = True
