@@ -167,14 +167,16 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     old_amount, old_payout = ledger.amount[pos], ledger.payout[pos]
     cur_cs = ledger.customer_status[pos]
     new_amount, new_payout, new_state = old_amount.copy(), old_payout.copy(), state.copy()
-    new_cs = np.where(has_cs, p.customer_status, cur_cs)
+    new_cs = np.where(has_cs & (op == OP_MODIFY), p.customer_status, cur_cs)
     changed = np.zeros(len(pos), dtype=bool)
 
     m = ok & (op == OP_MODIFY)
     proposed_payout = ledger.new_payout(pos, p.amount)
     new_amount[m], new_payout[m] = p.amount[m], proposed_payout[m]
     changed |= m & (
-        (new_amount != old_amount) | (new_payout != old_payout) | (new_cs != cur_cs)
+        (new_amount != old_amount)
+        | (new_payout != old_payout)
+        | (new_cs != cur_cs)
         | (np.array([len(u) > 0 for u in p.item_updates]) & _items_change(ledger, p))
     )
     r = ok & (op == OP_REVERSE) & (state != S_REVERSED)
@@ -183,8 +185,11 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     z = ok & (op == OP_RESET)
     orig_cs = ledger.orig_customer_status[pos]
     at_orig = (
-        (old_amount == ledger.orig_amount[pos]) & (old_payout == ledger.orig_payout[pos])
-        & (cur_cs == orig_cs) & (state == S_PENDING) & ~items_dirty
+        (old_amount == ledger.orig_amount[pos])
+        & (old_payout == ledger.orig_payout[pos])
+        & (cur_cs == orig_cs)
+        & (state == S_PENDING)
+        & ~items_dirty
     )
     new_amount[z], new_payout[z] = ledger.orig_amount[pos][z], ledger.orig_payout[pos][z]
     new_state[z] = S_PENDING
@@ -198,22 +203,37 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     for i in np.flatnonzero(ok):
         message[i] = MESSAGES.get((status[i], int(op[i])), "")
     _commit(ledger, p, pos, changed, op, new_amount, new_payout, new_state, new_cs)
-    return Decision(status, code, message, old_amount, new_amount, old_payout, new_payout,
-                    state, new_state, op)
+    return Decision(
+        status, code, message, old_amount, new_amount, old_payout, new_payout, state, new_state, op
+    )
 
 
 def _items_change(ledger: Ledger, p: Proposal) -> Bool:
     items = ledger.items
     return np.array(
-        [any(items.quantity[s] != q or items.amount[s] != a or (c is not None and
-             items.category[s] != c) for s, q, a, c in updates) for updates in p.item_updates],
+        [
+            any(
+                items.quantity[s] != q
+                or items.amount[s] != a
+                or (c is not None and items.category[s] != c)
+                for s, q, a, c in updates
+            )
+            for updates in p.item_updates
+        ],
         dtype=bool,
     )
 
 
 def _commit(
-    ledger: Ledger, p: Proposal, pos: I64, changed: Bool, op: I64, new_amount: I64,
-    new_payout: I64, new_state: npt.NDArray[np.int8], new_cs: Obj,
+    ledger: Ledger,
+    p: Proposal,
+    pos: I64,
+    changed: Bool,
+    op: I64,
+    new_amount: I64,
+    new_payout: I64,
+    new_state: npt.NDArray[np.int8],
+    new_cs: Obj,
 ) -> None:
     w = pos[changed]
     ledger.amount[w] = new_amount[changed]

@@ -34,6 +34,7 @@ class RawTable:
     delimiter: str | None = None
     member: str | None = None  # name inside a .zip/.gz container
     warnings: list[str] = field(default_factory=list)
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line, message); not in frame
 
     def __len__(self) -> int:
         return len(self.frame)

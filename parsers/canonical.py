@@ -1,4 +1,4 @@
-"""Map a file's columns onto the one canonical returns table and validate every value in one place."""
+"""Map a file's columns onto the canonical returns table; validate every value in one place."""
 
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def _first_error(checks: list[Check], n: int) -> tuple[np.ndarray, np.ndarray]:
 
 MONEY_WHY = (
     (r"^-.*", "must not be negative"),
-    (r"^\d{1,3}(,\d{3})+(\.\d+)?$", "has a thousands separator; write it without one, e.g. 1234.56"),
+    (r"^\d{1,3}(,\d{3})+(\.\d+)?$", "has a thousands separator; write 1234.56, not 1,234.56"),
     (r"^\d+,\d{1,2}$", "uses a decimal comma; write a decimal point, e.g. 12.50"),
     (r"^\d*\.\d{3,}$", "has more than 2 decimal places"),
     (r"^\d{7,}(\.\d*)?$", "is too large (at most 999999.99)"),
@@ -255,8 +255,10 @@ def _money(s: pd.Series, column: str) -> tuple[pd.Series, list[Check]]:
         bad_values = s[bad].tolist()
         reasons = []
         for value in bad_values:
-            why = next((w for pattern, w in MONEY_WHY if re.match(pattern, value)),
-                       "is not a number like 123.45")
+            why = next(
+                (w for pattern, w in MONEY_WHY if re.match(pattern, value)),
+                "is not a number like 123.45",
+            )
             reasons.append(f"{column} {value!r} {why}")
         message[bad] = np.array(reasons, dtype=object)
     result = pd.Series(pd.array(np.where(ok, cents, 0), dtype="Int64"))
@@ -271,40 +273,75 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
     checks: list[Check] = []
     for name, label in (("action_id", "ActionId"), ("order_id", "Oid")):
         s = out[name]
-        checks.append((_full(s, SCIENTIFIC), "MALFORMED", f"{label} looks like a number a "
-                       "spreadsheet turned into scientific notation; format the column as text "
-                       "and export again"))
-        checks.append((_has(s) & ~_full(s, ID_SHAPE), "MALFORMED",
-                       f"{label} must be 1–64 letters, digits or . _ : / # - characters"))
+        checks.append(
+            (
+                _full(s, SCIENTIFIC),
+                "MALFORMED",
+                f"{label} looks like a number a "
+                "spreadsheet turned into scientific notation; format the column as text "
+                "and export again",
+            )
+        )
+        checks.append(
+            (
+                _has(s) & ~_full(s, ID_SHAPE),
+                "MALFORMED",
+                f"{label} must be 1–64 letters, digits or . _ : / # - characters",
+            )
+        )
     tr = out["tracker"]
     tracker_ok = _full(tr, r"\d{1,9}")
     checks.append((_has(tr) & ~tracker_ok, "MALFORMED", "ActionTrackerId must be a whole number"))
     has_action, has_order, has_tracker = _has(out["action_id"]), _has(out["order_id"]), _has(tr)
-    checks.append((~has_action & (has_order ^ has_tracker), "MISSING_IDENTIFIER",
-                   "Oid and ActionTrackerId must be given together (or give ActionId)"))
-    checks.append((~has_action & ~has_order & ~has_tracker, "MISSING_IDENTIFIER",
-                   "give ActionId, or Oid and ActionTrackerId"))
+    checks.append(
+        (
+            ~has_action & (has_order ^ has_tracker),
+            "MISSING_IDENTIFIER",
+            "Oid and ActionTrackerId must be given together (or give ActionId)",
+        )
+    )
+    checks.append(
+        (
+            ~has_action & ~has_order & ~has_tracker,
+            "MISSING_IDENTIFIER",
+            "give ActionId, or Oid and ActionTrackerId",
+        )
+    )
 
     reason = out["reason"]
     custom = _m(reason.isin(list(custom_codes)))
     upper = reason.str.upper()
     standard = _m(upper.isin(list(REASON_CODES))) & ~custom
     out["reason"] = reason.where(custom | ~standard, upper)
-    checks.append((~_has(reason), "MALFORMED",
-                   "Reason is required: give a reason code such as ITEM_RETURNED"))
-    checks.append((_has(reason) & ~custom & ~standard, "UNKNOWN_REASON",
-                   "Reason is not a reason code (e.g. ITEM_RETURNED, CONS_FRAUD, ORDER_UPDATE, "
-                   "RESET, APPROVED) nor a disposition code of this campaign"))
+    checks.append(
+        (~_has(reason), "MALFORMED", "Reason is required: give a reason code such as ITEM_RETURNED")
+    )
+    checks.append(
+        (
+            _has(reason) & ~custom & ~standard,
+            "UNKNOWN_REASON",
+            "Reason is not a reason code (e.g. ITEM_RETURNED, CONS_FRAUD, ORDER_UPDATE, "
+            "RESET, APPROVED) nor a disposition code of this campaign",
+        )
+    )
 
     cur = out["currency"]
-    checks.append((_has(cur) & ~_full(cur, r"[A-Za-z]{3}"), "MALFORMED",
-                   "currencyCode must be a 3-letter ISO code such as USD"))
+    checks.append(
+        (
+            _has(cur) & ~_full(cur, r"[A-Za-z]{3}"),
+            "MALFORMED",
+            "currencyCode must be a 3-letter ISO code such as USD",
+        )
+    )
     out["currency"] = cur.str.upper()
     cs = out["customer_status"]
     checks.append((_m(cs.str.len() > 64), "MALFORMED", "CustomerStatus is over 64 characters"))
 
-    for name, label in (("amount", "Amount"), ("item_amount", "item Amount"),
-                        ("item_price", "ItemPrice")):
+    for name, label in (
+        ("amount", "Amount"),
+        ("item_amount", "item Amount"),
+        ("item_price", "ItemPrice"),
+    ):
         cents, money_checks = _money(out[name], label)
         out[name] = cents
         checks.extend(money_checks)
@@ -315,14 +352,23 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
     out["tracker"] = pd.to_numeric(tr.where(tracker_ok), errors="coerce").astype("Int64")
     item = np.asarray(out["is_item"].to_numpy(dtype=bool), dtype=bool)
     checks.append((item & ~_has(q), "MALFORMED", "Quantity is required on item rows"))
-    checks.append((item & _has(out["item_amount"]) & _has(out["item_price"]), "MALFORMED",
-                   "give the item Amount or ItemPrice, not both"))
+    checks.append(
+        (
+            item & _has(out["item_amount"]) & _has(out["item_price"]),
+            "MALFORMED",
+            "give the item Amount or ItemPrice, not both",
+        )
+    )
     checks.append((_m(out["sku"].str.len() > 128), "MALFORMED", "Sku is over 128 characters"))
     no_amount = [c for c, effect in custom_codes.items() if effect in ("reverse", "approve")]
     special = _m(out["reason"].isin(["RESET", "APPROVED", *no_amount]))
     checks.append(
-        (~item & ~special & ~_has(out["amount"]) & ~_has(cs) & _has(reason), "MALFORMED",
-         "Amount is required: the new total sale amount (0 reverses the action)"))
+        (
+            ~item & ~special & ~_has(out["amount"]) & ~_has(cs) & _has(reason),
+            "MALFORMED",
+            "Amount is required: the new total sale amount (0 reverses the action)",
+        )
+    )
     code, message = _first_error(checks, n)
     out["error_code"] = pd.array(code, dtype="string[pyarrow]")
     out["error_message"] = pd.array(message, dtype="string[pyarrow]")
