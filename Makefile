@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 ## Start the daemon on config.yaml (SQLite under var/, demo actions loaded).
 run: $(STAMP)
 	$(BIN)/returnsd --config $(CONFIG) db upgrade
-	$(BIN)/returnsd --config $(CONFIG) actions import fixtures/demo/actions.csv --items fixtures/demo/items.csv --if-empty
+	$(BIN)/python fixtures/demo/make_demo.py --out var/demo
+	$(BIN)/returnsd --config $(CONFIG) actions import var/demo/actions.csv --items var/demo/items.csv --if-empty
 	$(BIN)/returnsd --config $(CONFIG) run
 
 ## Run the whole test suite (plus ruff and mypy).

@@ -25,8 +25,18 @@ from parsers.base import ParseLimits, RawTable
 from parsers.canonical import normalise
 from parsers.readers import read_table
 
-IMPORT_COLUMNS = ("ActionId", "CampaignId", "ActionTrackerId", "OrderId", "PartnerId",
-                  "EventDate", "Amount", "Currency", "Payout", "CustomerStatus")
+IMPORT_COLUMNS = (
+    "ActionId",
+    "CampaignId",
+    "ActionTrackerId",
+    "OrderId",
+    "PartnerId",
+    "EventDate",
+    "Amount",
+    "Currency",
+    "Payout",
+    "CustomerStatus",
+)
 ITEM_COLUMNS = ("ActionId", "Sku", "Category", "Quantity", "Amount")
 
 
@@ -51,7 +61,9 @@ def _event_time(text: str, tz: ZoneInfo) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
-def _columns(raw: RawTable, wanted: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, int]:
+def _columns(
+    raw: RawTable, wanted: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, int]:
     keys = {normalise(h): i for i, h in enumerate(raw.header)}
     missing = [c for c in wanted if normalise(c) not in keys and c not in optional]
     if missing:
@@ -61,7 +73,9 @@ def _columns(raw: RawTable, wanted: tuple[str, ...], optional: tuple[str, ...] =
 
 def _cells(raw: RawTable, cols: dict[str, int]) -> Iterator[tuple[int, dict[str, str]]]:
     frame = raw.frame
-    values = {c: frame.iloc[:, i].fillna("").astype(str).str.strip().tolist() for c, i in cols.items()}
+    values = {
+        c: frame.iloc[:, i].fillna("").astype(str).str.strip().tolist() for c, i in cols.items()
+    }
     for k, line in enumerate(np.asarray(raw.lines).tolist()):
         yield int(line), {c: values[c][k] for c in cols}
 
@@ -126,11 +140,21 @@ def _action_row(settings: Settings, rules: dict[int, Any], cell: dict[str, str])
     amount, payout = _cents(cell["Amount"]), _cents(cell["Payout"])
     status = cell.get("CustomerStatus") or None
     return {
-        "id": cell["ActionId"], "campaign_id": campaign.id, "event_type_id": rule.id,
-        "order_id": cell["OrderId"], "partner_id": cell["PartnerId"], "event_at": event_at,
-        "lock_at": rule.lock_at(event_at, campaign.tz), "currency": campaign.currency,
-        "amount": amount, "payout": payout, "customer_status": status, "state": state,
-        "mod_count": 0, "orig_amount": amount, "orig_payout": payout,
+        "id": cell["ActionId"],
+        "campaign_id": campaign.id,
+        "event_type_id": rule.id,
+        "order_id": cell["OrderId"],
+        "partner_id": cell["PartnerId"],
+        "event_at": event_at,
+        "lock_at": rule.lock_at(event_at, campaign.tz),
+        "currency": campaign.currency,
+        "amount": amount,
+        "payout": payout,
+        "customer_status": status,
+        "state": state,
+        "mod_count": 0,
+        "orig_amount": amount,
+        "orig_payout": payout,
         "orig_customer_status": status,
     }
 
@@ -159,9 +183,13 @@ def _item_rows(path: Path, ids: set[str], errors: list[tuple[int, str]]) -> list
             errors.append((line, f"items: {_why(exc)}"))
             continue
         rows[(cell["ActionId"], cell["Sku"])] = {
-            "action_id": cell["ActionId"], "sku": cell["Sku"],
-            "category": cell.get("Category") or None, "quantity": qty, "amount": amount,
-            "orig_quantity": qty, "orig_amount": amount,
+            "action_id": cell["ActionId"],
+            "sku": cell["Sku"],
+            "category": cell.get("Category") or None,
+            "quantity": qty,
+            "amount": amount,
+            "orig_quantity": qty,
+            "orig_amount": amount,
         }
     return list(rows.values())
 
@@ -179,8 +207,15 @@ OPERATIONS = {"approve": "approve", "reverse": "reverse", "modify": "modify", "r
 
 
 def operate(
-    store: Store, settings: Settings, campaign: Campaign, action_id: str, operation: str, *,
-    amount: str | None = None, reason: str | None = None, customer_status: str | None = None,
+    store: Store,
+    settings: Settings,
+    campaign: Campaign,
+    action_id: str,
+    operation: str,
+    *,
+    amount: str | None = None,
+    reason: str | None = None,
+    customer_status: str | None = None,
     actor: str = "operator",
 ) -> dict[str, Any]:
     """Approve / reverse / modify / restore one action under exactly the rules a file row obeys."""
@@ -192,15 +227,18 @@ def operate(
     frame = pd.DataFrame({i: [v] for i, v in enumerate(cells.values())}, dtype="string")
     raw = RawTable(list(cells), frame, np.array([2]), "cli")
     with store.begin() as conn:
-        job = apply_rows(conn, settings, campaign, raw, channel="cli", actor=actor,
-                         effects=effects)
+        job = apply_rows(conn, settings, campaign, raw, channel="cli", actor=actor, effects=effects)
     assert job.outcomes is not None
     out = job.outcomes
     return {
-        "action_id": action_id, "status": out.status[0], "error_code": out.code[0],
+        "action_id": action_id,
+        "status": out.status[0],
+        "error_code": out.code[0],
         "message": out.message[0],
-        "old_amount": _money(out.old_amount[0]), "new_amount": _money(out.new_amount[0]),
-        "old_payout": _money(out.old_payout[0]), "new_payout": _money(out.new_payout[0]),
+        "old_amount": _money(out.old_amount[0]),
+        "new_amount": _money(out.new_amount[0]),
+        "old_payout": _money(out.old_payout[0]),
+        "new_payout": _money(out.new_payout[0]),
     }
 
 

@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 
 class Secret(Strict):
-    """A secret read from a file or an environment variable, never written in clear in the config."""
+    """A secret read from a file or an environment variable, never written in the config."""
 
     file: Path | None = None
     env: str | None = None
@@ -127,7 +127,7 @@ class SmtpAccount(Strict):
 
 
 class HttpAccount(Strict):
-    """A campaign's bearer token for the HTTP upload API (stored as a hash, or read from a secret)."""
+    """A campaign's bearer token for the HTTP API (a stored hash, or read from a secret)."""
 
     token_hash: str | None = None
     token: Secret | None = None
@@ -173,7 +173,9 @@ class PullSource(Strict):
         if self.password is None and self.private_key is None:
             raise ValueError("give 'password' or 'private_key' (from a file or env)")
         if self.url.startswith("sftp://") and not self.host_key:
-            raise ValueError("sftp pulls need a pinned 'host_key' (ssh-keyscan output: TYPE BASE64)")
+            raise ValueError(
+                "sftp pulls need a pinned 'host_key' (ssh-keyscan output: TYPE BASE64)"
+            )
         return self
 
 
@@ -330,7 +332,12 @@ class Settings(Strict):
 
 
 def _problems(s: Settings) -> Iterator[str]:
-    seen: dict[str, dict[str, str]] = {"campaign": {}, "tracker": {}, "ftp login": {}, "address": {}}
+    seen: dict[str, dict[str, str]] = {
+        "campaign": {},
+        "tracker": {},
+        "ftp login": {},
+        "address": {},
+    }
 
     def once(kind: str, key: str, owner: str) -> Iterator[str]:
         if key in seen[kind]:
@@ -344,7 +351,8 @@ def _problems(s: Settings) -> Iterator[str]:
         if c.ftp:
             yield from once("ftp login", c.ftp.login, f"campaign {c.id}")
             if c.ftp.password_hash_file and not s.path(c.ftp.password_hash_file).exists():
-                yield f"campaign {c.id}: ftp password_hash_file {c.ftp.password_hash_file} is missing"
+                missing = c.ftp.password_hash_file
+                yield f"campaign {c.id}: ftp password_hash_file {missing} is missing"
         if c.smtp:
             yield from once("address", c.smtp.address, f"campaign {c.id}")
         for name, secret in _secrets_of(c):
@@ -389,7 +397,9 @@ def _resolve_secret_paths(raw: dict, base: Path) -> None:
     """Make relative secret/key file paths relative to the config file's folder."""
     if isinstance(raw, dict):
         for key, value in raw.items():
-            if key in ("file", "password_hash_file", "tls_cert", "tls_key") and isinstance(value, str):
+            if key in ("file", "password_hash_file", "tls_cert", "tls_key") and isinstance(
+                value, str
+            ):
                 if not Path(value).is_absolute():
                     raw[key] = str(base / value)
             else:
@@ -430,5 +440,7 @@ def from_dict(raw: object, base_dir: Path, source: str = "config") -> Settings:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
     problems = settings.problems()
     if problems:
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        raise ConfigError(
+            f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems)
+        )
     return settings

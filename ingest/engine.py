@@ -49,7 +49,7 @@ Progress = Callable[[str, int, int], None]
 class FileRecord:
     """The spooled file the engine works on."""
 
-    id: str | None
+    id: str  # "" for changes that did not come in a file
     campaign_id: str
     channel: str
     name: str
@@ -84,7 +84,11 @@ def _noop(stage: str, done: int, total: int) -> None:
 
 
 def apply_file(
-    store: Store, settings: Settings, file: FileRecord, *, now: datetime | None = None,
+    store: Store,
+    settings: Settings,
+    file: FileRecord,
+    *,
+    now: datetime | None = None,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
     """Process one spooled file to COMPLETE or FAILED and return its JSON summary."""
@@ -102,12 +106,18 @@ def apply_file(
 
 
 def apply_rows(
-    conn: Connection, settings: Settings, campaign: Campaign, raw: RawTable, *,
-    channel: str, actor: str | None, effects: dict[str, str] | None = None,
+    conn: Connection,
+    settings: Settings,
+    campaign: Campaign,
+    raw: RawTable,
+    *,
+    channel: str,
+    actor: str | None,
+    effects: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> Job:
     """Apply rows that did not come in a file (an operator's single-action command), same rules."""
-    record_ = FileRecord(None, campaign.id, channel, "", actor, Path())
+    record_ = FileRecord("", campaign.id, channel, "", actor, Path())
     job = Job(record_, settings, campaign, now or datetime.now(UTC), _noop)
     codes = {**campaign.disposition_codes, **(effects or {})}
     job.codes = codes
@@ -136,7 +146,8 @@ def parse(job: Job) -> None:
     limits = job.settings.limits
     data = job.file.spool_path.read_bytes()
     raw = read_table(
-        job.file.name, data,
+        job.file.name,
+        data,
         ParseLimits(limits.max_rows, limits.max_uncompressed_bytes, limits.max_archive_members),
     )
     job.canon = canonicalise(raw, job.codes)
@@ -152,8 +163,11 @@ def match(job: Job, conn: Connection) -> None:
     by_id = valid & rows["action_id"].notna().to_numpy()
     by_order = valid & ~by_id
     actions = lg.load_actions(
-        conn, job.campaign.id, rows.loc[by_id, "action_id"].unique().tolist(),
-        rows.loc[by_order, "order_id"].unique().tolist(), job.now,
+        conn,
+        job.campaign.id,
+        rows.loc[by_id, "action_id"].unique().tolist(),
+        rows.loc[by_order, "order_id"].unique().tolist(),
+        job.now,
     )
     pos = np.full(len(rows), -1, dtype=np.int64)
     code = rows["error_code"].to_numpy(dtype=object, na_value=None).copy()
@@ -176,13 +190,22 @@ def match(job: Job, conn: Connection) -> None:
 
 
 def _match_orders(
-    job: Job, rows: pd.DataFrame, by_order: np.ndarray, actions: pd.DataFrame, index: pd.Index,
-    rules: dict[int, EventTypeRule], pos: np.ndarray, code: np.ndarray, message: np.ndarray,
+    job: Job,
+    rows: pd.DataFrame,
+    by_order: np.ndarray,
+    actions: pd.DataFrame,
+    index: pd.Index,
+    rules: dict[int, EventTypeRule],
+    pos: np.ndarray,
+    code: np.ndarray,
+    message: np.ndarray,
 ) -> None:
     tracker = rows["tracker"].to_numpy(dtype=np.int64, na_value=-1)
     known = np.array([tr in rules for tr in tracker.tolist()], dtype=bool)
-    mine = np.array([tr in rules and rules[tr].campaign_id == job.campaign.id
-                     for tr in tracker.tolist()], dtype=bool)
+    mine = np.array(
+        [tr in rules and rules[tr].campaign_id == job.campaign.id for tr in tracker.tolist()],
+        dtype=bool,
+    )
     unknown, foreign = by_order & ~known, by_order & known & ~mine
     code[unknown], message[unknown] = "ACTIONTRACKER_NOT_FOUND", "no such ActionTrackerId"
     code[foreign] = "ACTIONTRACKER_CAMPAIGN_MISMATCH"
@@ -193,18 +216,19 @@ def _match_orders(
     newest = actions.sort_values(["event_at", "id"], ascending=False).drop_duplicates(
         ["order_id", "event_type_id"]
     )
-    keys = pd.MultiIndex.from_arrays([newest["order_id"].astype(object),
-                                      newest["event_type_id"].astype(np.int64)])
-    want = pd.MultiIndex.from_arrays([rows.loc[ok, "order_id"].to_numpy(dtype=object),
-                                      tracker[ok]])
+    keys = pd.MultiIndex.from_arrays(
+        [newest["order_id"].astype(object), newest["event_type_id"].astype(np.int64)]
+    )
+    want = pd.MultiIndex.from_arrays([rows.loc[ok, "order_id"].to_numpy(dtype=object), tracker[ok]])
     found = keys.get_indexer(want)
     ids = newest["id"].to_numpy(dtype=object)
     resolved = np.where(found >= 0, index.get_indexer(ids[np.maximum(found, 0)]), -1)
     pos[ok] = resolved
 
 
-def _line_table(rows: pd.DataFrame, pos: np.ndarray, code: np.ndarray,
-                message: np.ndarray) -> pd.DataFrame:
+def _line_table(
+    rows: pd.DataFrame, pos: np.ndarray, code: np.ndarray, message: np.ndarray
+) -> pd.DataFrame:
     """One entry per file line: the first error among its parts, and its action position."""
     frame = rows.assign(pos=pos, code=code, msg=message)
     frame["part"] = np.arange(len(frame))
@@ -248,7 +272,10 @@ def _effect(reason: str, custom: dict[str, str]) -> int:
 
 
 def _propose(
-    lines: pd.DataFrame, ledger: Ledger, rows: pd.DataFrame, parts_by_line: pd.Series,
+    lines: pd.DataFrame,
+    ledger: Ledger,
+    rows: pd.DataFrame,
+    parts_by_line: pd.Series,
     custom: dict[str, str],
 ) -> Proposal:
     pos = lines["pos"].to_numpy(dtype=np.int64)
@@ -275,10 +302,14 @@ def _propose(
         op[i] = OP_REVERSE if all_zero[i] else OP_MODIFY
         proposed[i] = total
     return Proposal(
-        pos=pos, op=op, amount=proposed,
+        pos=pos,
+        op=op,
+        amount=proposed,
         customer_status=lines["customer_status"].to_numpy(dtype=object, na_value=None),
         currency=lines["currency"].to_numpy(dtype=object, na_value=None),
-        item_error=item_error, item_updates=updates, items_all_zero=all_zero,
+        item_error=item_error,
+        item_updates=updates,
+        items_all_zero=all_zero,
     )
 
 
@@ -324,21 +355,41 @@ def _audit(job: Job, lines: pd.DataFrame, d: Any, p: Proposal) -> None:
     assert job.ledger is not None
     f = job.file
     ids = job.ledger.ids[p.pos[applied]].tolist()
-    job.audit.extend(zip(
-        ids, [f.id] * len(ids), lines["line"].to_numpy()[applied].tolist(),
-        [f.channel] * len(ids), [f.sender] * len(ids),
-        lines["reason"].to_numpy(dtype=object)[applied].tolist(),
-        [OPS[o] for o in d.op[applied].tolist()],
-        STATE_NAMES[d.old_state[applied]].tolist(), STATE_NAMES[d.new_state[applied]].tolist(),
-        d.old_amount[applied].tolist(), d.new_amount[applied].tolist(),
-        d.old_payout[applied].tolist(), d.new_payout[applied].tolist(),
-        strict=True,
-    ))
+    job.audit.extend(
+        zip(
+            ids,
+            [f.id or None] * len(ids),
+            lines["line"].to_numpy()[applied].tolist(),
+            [f.channel] * len(ids),
+            [f.sender] * len(ids),
+            lines["reason"].to_numpy(dtype=object)[applied].tolist(),
+            [OPS[o] for o in d.op[applied].tolist()],
+            STATE_NAMES[d.old_state[applied]].tolist(),
+            STATE_NAMES[d.new_state[applied]].tolist(),
+            d.old_amount[applied].tolist(),
+            d.new_amount[applied].tolist(),
+            d.old_payout[applied].tolist(),
+            d.new_payout[applied].tolist(),
+            strict=True,
+        )
+    )
 
 
 AUDIT_COLUMNS = (
-    "action_id", "file_id", "line", "channel", "actor", "reason", "operation", "old_state",
-    "new_state", "old_amount", "new_amount", "old_payout", "new_payout", "at",
+    "action_id",
+    "file_id",
+    "line",
+    "channel",
+    "actor",
+    "reason",
+    "operation",
+    "old_state",
+    "new_state",
+    "old_amount",
+    "new_amount",
+    "old_payout",
+    "new_payout",
+    "at",
 )
 
 
@@ -347,7 +398,7 @@ def apply(job: Job, conn: Connection) -> None:
     assert job.ledger is not None
     lg.write_ledger(conn, job.ledger)
     at = lg.ts_param(conn, job.now)
-    lg.bulk_insert(conn, "audit", AUDIT_COLUMNS, (row + (at,) for row in job.audit))
+    lg.bulk_insert(conn, "audit", AUDIT_COLUMNS, ((*row, at) for row in job.audit))
     job.progress("write", len(job.audit), len(job.audit))
 
 
@@ -359,12 +410,25 @@ def record(job: Job, conn: Connection) -> dict[str, Any]:
     path = write_result(folder / f"{job.file.id}.csv", job.canon.raw, job.outcomes, job.ledger)
     job.timings["result"] = round(time.perf_counter() - started, 4)
     counts = job.outcomes.counts()
-    summary = {"counts": counts, "warnings": job.canon.warnings, "timings": job.timings,
-               "rows": int(len(job.outcomes.line)), "format": job.canon.raw.format,
-               "encoding": job.canon.raw.encoding, "delimiter": job.canon.raw.delimiter}
+    summary = {
+        "counts": counts,
+        "warnings": job.canon.warnings,
+        "timings": job.timings,
+        "rows": len(job.outcomes.line),
+        "format": job.canon.raw.format,
+        "encoding": job.canon.raw.encoding,
+        "delimiter": job.canon.raw.delimiter,
+    }
     conn.execute(t.results.delete().where(t.results.c.file_id == job.file.id))
-    conn.execute(t.results.insert(), {"file_id": job.file.id, "path": str(path),
-                                      "summary": summary, "created_at": datetime.now(UTC)})
+    conn.execute(
+        t.results.insert(),
+        {
+            "file_id": job.file.id,
+            "path": str(path),
+            "summary": summary,
+            "created_at": datetime.now(UTC),
+        },
+    )
     _finish(conn, job.file.id, "COMPLETE", counts=counts)
     return summary
 
@@ -373,16 +437,33 @@ def _record_failure(store: Store, job: Job, exc: FileRejected) -> dict[str, Any]
     summary = {"error": {"code": exc.code, "message": exc.message}, "timings": job.timings}
     with store.begin() as conn:
         conn.execute(t.results.delete().where(t.results.c.file_id == job.file.id))
-        conn.execute(t.results.insert(), {"file_id": job.file.id, "path": "",
-                                          "summary": summary, "created_at": datetime.now(UTC)})
+        conn.execute(
+            t.results.insert(),
+            {
+                "file_id": job.file.id,
+                "path": "",
+                "summary": summary,
+                "created_at": datetime.now(UTC),
+            },
+        )
         _finish(conn, job.file.id, "FAILED", error=(exc.code, exc.message))
     return summary
 
 
-def _finish(conn: Connection, file_id: str, status: str, *, counts: dict[str, Any] | None = None,
-            error: tuple[str, str] | None = None) -> None:
-    values: dict[str, Any] = {"status": status, "finished_at": datetime.now(UTC),
-                              "counts": counts, "worker": None}
+def _finish(
+    conn: Connection,
+    file_id: str,
+    status: str,
+    *,
+    counts: dict[str, Any] | None = None,
+    error: tuple[str, str] | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": datetime.now(UTC),
+        "counts": counts,
+        "worker": None,
+    }
     if error:
         values["error_code"], values["error_message"] = error
     conn.execute(update(t.files).where(t.files.c.id == file_id).values(**values))

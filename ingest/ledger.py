@@ -1,4 +1,4 @@
-"""Bulk reads and writes of the actions ledger: load the slice a file touches, write it back sorted."""
+"""Bulk ledger I/O: load the slice of actions a file touches, write it back sorted by key."""
 
 from __future__ import annotations
 
@@ -18,9 +18,20 @@ from ingest.rules import STATE_CODES, STATE_NAMES, Items, Ledger
 FULL_SCAN_AT = 20_000
 CHUNK = 900
 ACTION_COLUMNS = (
-    "id", "event_type_id", "order_id", "event_at", "currency", "amount", "payout",
-    "customer_status", "state", "mod_count", "orig_amount", "orig_payout",
-    "orig_customer_status", "has_items",
+    "id",
+    "event_type_id",
+    "order_id",
+    "event_at",
+    "currency",
+    "amount",
+    "payout",
+    "customer_status",
+    "state",
+    "mod_count",
+    "orig_amount",
+    "orig_payout",
+    "orig_customer_status",
+    "has_items",
 )
 
 
@@ -43,19 +54,26 @@ def event_types(conn: Connection) -> dict[int, EventTypeRule]:
     rows = conn.execute(select(t.event_types)).mappings()
     return {
         r["id"]: EventTypeRule(
-            id=r["id"], campaign_id=r["campaign_id"], kind=r["kind"],
-            payout_type=r["payout_type"], payout_value=Decimal(r["payout_value"]),
-            lock_months=r["lock_months"], lock_days=r["lock_days"],
+            id=r["id"],
+            campaign_id=r["campaign_id"],
+            kind=r["kind"],
+            payout_type=r["payout_type"],
+            payout_value=Decimal(r["payout_value"]),
+            lock_months=r["lock_months"],
+            lock_days=r["lock_days"],
         )
         for r in rows
     }
 
 
 def load_actions(
-    conn: Connection, campaign_id: str, action_ids: Sequence[str], order_ids: Sequence[str],
+    conn: Connection,
+    campaign_id: str,
+    action_ids: Sequence[str],
+    order_ids: Sequence[str],
     now: datetime,
 ) -> pd.DataFrame:
-    """The campaign's actions named by id or by order id, with a `locked` flag (lock date passed)."""
+    """The campaign's actions named by id or order id, with a `locked` flag (lock date passed)."""
     cols = ", ".join(ACTION_COLUMNS)
     locked = "CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
     p = "?" if conn.dialect.name == "sqlite" else "%s"
@@ -63,7 +81,7 @@ def load_actions(
     now_p = ts_param(conn, now)
     rows: list[Any] = []
     if len(action_ids) + len(order_ids) >= FULL_SCAN_AT:
-        rows = conn.exec_driver_sql(base, (now_p, campaign_id)).fetchall()
+        rows = list(conn.exec_driver_sql(base, (now_p, campaign_id)).fetchall())
     else:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
             for chunk in _chunks(sorted(set(keys)), CHUNK):
@@ -134,28 +152,48 @@ def write_ledger(conn: Connection, ledger: Ledger) -> int:
     """Write every touched action and item back, sorted by key; return the number of actions."""
     w = np.flatnonzero(ledger.touched)
     order = w[np.argsort(ledger.ids[w], kind="stable")]
-    rows = list(zip(
-        ledger.amount[order].tolist(), ledger.payout[order].tolist(),
-        STATE_NAMES[ledger.state[order]].tolist(), ledger.customer_status[order].tolist(),
-        ledger.mod_count[order].tolist(), ledger.ids[order].tolist(), strict=True,
-    ))
+    rows = list(
+        zip(
+            ledger.amount[order].tolist(),
+            ledger.payout[order].tolist(),
+            STATE_NAMES[ledger.state[order]].tolist(),
+            ledger.customer_status[order].tolist(),
+            ledger.mod_count[order].tolist(),
+            ledger.ids[order].tolist(),
+            strict=True,
+        )
+    )
     cols = ("amount", "payout", "state", "customer_status", "mod_count")
     bulk_update(conn, "actions", ("id",), cols, rows)
     it = ledger.items
     s = np.flatnonzero(it.touched)
     if len(s):
         item_rows = [
-            (int(it.quantity[i]), int(it.amount[i]), it.category[i], ledger.ids[it.action_pos[i]],
-             it.sku[i]) for i in s
+            (
+                int(it.quantity[i]),
+                int(it.amount[i]),
+                it.category[i],
+                ledger.ids[it.action_pos[i]],
+                it.sku[i],
+            )
+            for i in s
         ]
         item_rows.sort(key=lambda r: (r[3], r[4]))
-        bulk_update(conn, "action_items", ("action_id", "sku"), ("quantity", "amount", "category"),
-                    item_rows)
+        bulk_update(
+            conn,
+            "action_items",
+            ("action_id", "sku"),
+            ("quantity", "amount", "category"),
+            item_rows,
+        )
     return len(order)
 
 
 def bulk_update(
-    conn: Connection, table: str, keys: Sequence[str], cols: Sequence[str],
+    conn: Connection,
+    table: str,
+    keys: Sequence[str],
+    cols: Sequence[str],
     rows: list[tuple[Any, ...]],
 ) -> None:
     """UPDATE many rows by key: sorted executemany on SQLite, COPY + UPDATE … FROM on PostgreSQL."""
@@ -172,7 +210,10 @@ def bulk_update(
 
 
 def _pg_update(
-    conn: Connection, table: str, keys: Sequence[str], cols: Sequence[str],
+    conn: Connection,
+    table: str,
+    keys: Sequence[str],
+    cols: Sequence[str],
     rows: list[tuple[Any, ...]],
 ) -> None:
     raw = conn.connection.driver_connection
@@ -193,18 +234,21 @@ def _pg_update(
         cur.execute(f"DROP TABLE {tmp}")
 
 
-def bulk_insert(conn: Connection, table: str, cols: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+def bulk_insert(
+    conn: Connection, table: str, cols: Sequence[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
     """INSERT many rows: executemany on SQLite, COPY on PostgreSQL."""
-    raw = conn.connection.driver_connection
+    raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        with raw.cursor() as cur, cur.copy(  # type: ignore[union-attr]
-            f"COPY {table} ({', '.join(cols)}) FROM STDIN"
-        ) as copy:
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         return
     marks = ", ".join("?" * len(cols))
-    cur = raw.cursor()  # type: ignore[union-attr]
+    cur = raw.cursor()
     cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
     cur.close()
 

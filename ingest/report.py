@@ -45,10 +45,16 @@ class LineOutcomes:
             return np.full(n, -1, dtype=np.int64)
 
         return cls(
-            line=lines, status=np.full(n, ERROR, dtype=object), code=np.full(n, None, object),
-            message=np.full(n, None, object), action_pos=neg(),
-            state=np.full(n, -1, dtype=np.int8), old_amount=neg(), new_amount=neg(),
-            old_payout=neg(), new_payout=neg(),
+            line=lines,
+            status=np.full(n, ERROR, dtype=object),
+            code=np.full(n, None, object),
+            message=np.full(n, None, object),
+            action_pos=neg(),
+            state=np.full(n, -1, dtype=np.int8),
+            old_amount=neg(),
+            new_amount=neg(),
+            old_payout=neg(),
+            new_payout=neg(),
         )
 
     def mark_errors(self, code: npt.NDArray[Any], message: npt.NDArray[Any]) -> None:
@@ -98,8 +104,9 @@ def neutralise(column: pa.Array) -> pa.Array:
 def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
     """The result columns (Line … NewPayout) as text arrays, in RESULT_COLUMNS order."""
     has_pos = out.action_pos >= 0
-    ids = np.where(has_pos, ledger.ids[np.maximum(out.action_pos, 0)] if len(ledger.ids) else "",
-                   "")
+    ids = np.where(
+        has_pos, ledger.ids[np.maximum(out.action_pos, 0)] if len(ledger.ids) else "", ""
+    )
     states = np.where(out.state >= 0, STATE_NAMES[np.maximum(out.state, 0)], "")
     codes = [c or "" for c in out.code.tolist()]
     return [
@@ -110,7 +117,10 @@ def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
         neutralise(pa.array([m or "" for m in out.message.tolist()], pa.string())),
         pa.array(ids.tolist(), pa.string()),
         pa.array(states.tolist(), pa.string()),
-        money(out.old_amount), money(out.new_amount), money(out.old_payout), money(out.new_payout),
+        money(out.old_amount),
+        money(out.new_amount),
+        money(out.old_payout),
+        money(out.new_payout),
     ]
 
 

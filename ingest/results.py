@@ -143,7 +143,7 @@ class ResultStore:
             row = conn.execute(q).first()
         return _to_outcome(row) if row else None
 
-    def list(
+    def recent(
         self, campaign: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[FileOutcome]:
         """The newest files, optionally of one campaign or status."""

@@ -1,4 +1,4 @@
-"""The returns rules, vectorised: one round of changes (each action at most once) against the ledger.
+"""The returns rules, vectorised: one round of changes (each action at most once) at a time.
 
 Rows of a file apply in file order. Rows touching different actions do not interact, so the engine
 splits a file into rounds — round k holds the k-th line of every action — and each round is decided
@@ -158,7 +158,9 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
         ("MODIFICATION_LIMIT", (op == OP_MODIFY) & (ledger.mod_count[pos] >= MAX_MODIFICATIONS)),
         ("ITEM_NOT_FOUND", item_err),
     ]
-    code = np.select([g for _, g in guards], [c for c, _ in guards], default=None).astype(object)
+    code = np.full(len(pos), None, dtype=object)
+    for name, hit in reversed(guards):
+        code[hit] = name
     message = np.array([GUARD_MESSAGES.get(c, "") if c else None for c in code], dtype=object)
     for i in np.flatnonzero(item_err & (code == "ITEM_NOT_FOUND")):
         message[i] = p.item_error[i]

@@ -199,8 +199,10 @@ class Spool:
                     if first_status == FAILED and first_error in RETRYABLE:
                         conn.execute(
                             t.file_hashes.update()
-                            .where(t.file_hashes.c.campaign_id == campaign,
-                                   t.file_hashes.c.sha256 == digest)
+                            .where(
+                                t.file_hashes.c.campaign_id == campaign,
+                                t.file_hashes.c.sha256 == digest,
+                            )
                             .values(file_id=file_id)
                         )
                         conn.execute(t.files.insert(), {**row, "status": QUEUED})

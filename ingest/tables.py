@@ -111,7 +111,9 @@ action_items = Table(
 audit = Table(
     "audit",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("action_id", String(64), nullable=False, index=True),
     Column("file_id", String(32), nullable=True, index=True),
     Column("line", Integer, nullable=True),

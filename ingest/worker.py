@@ -48,11 +48,18 @@ def _alive(tag: str | None, started: datetime | None, now: datetime) -> bool:
     return started is not None and now - started < STALE_AFTER
 
 
+def _quiet(stage: str, done: int, total: int) -> None:
+    """No progress display."""
+
+
 class Worker:
     """Processes spooled files one at a time; many workers may share a database."""
 
     def __init__(
-        self, settings: Settings, store: Store, *,
+        self,
+        settings: Settings,
+        store: Store,
+        *,
         on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -67,14 +74,20 @@ class Worker:
         q = select(t.files.c.id, t.files.c.worker, t.files.c.started_at, t.files.c.attempts)
         with self.store.begin() as conn:
             rows = conn.execute(q.where(t.files.c.status == PROCESSING)).all()
-            dead = [r for r in rows if r.worker != self.tag and not _alive(r.worker, r.started_at, now)]
+            dead = [
+                r for r in rows if r.worker != self.tag and not _alive(r.worker, r.started_at, now)
+            ]
             for r in dead:
                 values: dict[str, Any] = {"status": QUEUED, "worker": None}
                 if r.attempts >= self.settings.max_attempts:
-                    values = {"status": FAILED, "worker": None, "finished_at": now,
-                              "error_code": "INTERRUPTED",
-                              "error_message": f"processing was interrupted {r.attempts} times; "
-                              "the operator must look at it"}
+                    values = {
+                        "status": FAILED,
+                        "worker": None,
+                        "finished_at": now,
+                        "error_code": "INTERRUPTED",
+                        "error_message": f"processing was interrupted {r.attempts} times; "
+                        "the operator must look at it",
+                    }
                 conn.execute(update(t.files).where(t.files.c.id == r.id).values(**values))
         for r in dead:
             log.warning("file %s was interrupted (attempt %s); requeued", r.id, r.attempts)
@@ -91,24 +104,39 @@ class Worker:
             done = conn.execute(
                 update(t.files)
                 .where(t.files.c.id == row["id"], t.files.c.status == QUEUED)
-                .values(status=PROCESSING, attempts=t.files.c.attempts + 1, worker=self.tag,
-                        started_at=datetime.now(UTC))
+                .values(
+                    status=PROCESSING,
+                    attempts=t.files.c.attempts + 1,
+                    worker=self.tag,
+                    started_at=datetime.now(UTC),
+                )
             )
             if done.rowcount != 1:
                 return None
-        return FileRecord(row["id"], row["campaign_id"], row["channel"], row["name"],
-                          row["sender"], Path(row["spool_path"]))
+        return FileRecord(
+            row["id"],
+            row["campaign_id"],
+            row["channel"],
+            row["name"],
+            row["sender"],
+            Path(row["spool_path"]),
+        )
 
     def process(self, rec: FileRecord, progress: Progress | None = None) -> None:
         """Run the engine on a claimed file; errors park or requeue it, never crash the worker."""
         started = time.perf_counter()
         try:
-            kwargs = {"progress": progress} if progress else {}
-            summary = apply_file(self.store, self.settings, rec, **kwargs)
+            summary = apply_file(self.store, self.settings, rec, progress=progress or _quiet)
         except Transient as exc:
             self._release(rec, f"{exc}")
-            file_event("retry", file_id=rec.id, channel=rec.channel, campaign=rec.campaign_id,
-                       name=rec.name, outcome=str(exc))
+            file_event(
+                "retry",
+                file_id=rec.id,
+                channel=rec.channel,
+                campaign=rec.campaign_id,
+                name=rec.name,
+                outcome=str(exc),
+            )
             return
         except FileRejected as exc:
             self._fail(rec, exc.code, exc.message)
@@ -119,27 +147,49 @@ class Worker:
             summary = {"error": {"code": "INTERNAL_ERROR"}}
         seconds = time.perf_counter() - started
         counts = summary.get("counts") or {}
-        outcome = (f"FAILED {summary['error']['code']}" if "error" in summary else
-                   f"COMPLETE applied={counts.get('applied')} unchanged={counts.get('unchanged')} "
-                   f"errors={counts.get('errors')}")
-        file_event("processed", file_id=rec.id, channel=rec.channel, campaign=rec.campaign_id,
-                   sender=rec.sender, name=rec.name, seconds=seconds, outcome=outcome)
+        outcome = (
+            f"FAILED {summary['error']['code']}"
+            if "error" in summary
+            else f"COMPLETE applied={counts.get('applied')} unchanged={counts.get('unchanged')} "
+            f"errors={counts.get('errors')}"
+        )
+        file_event(
+            "processed",
+            file_id=rec.id,
+            channel=rec.channel,
+            campaign=rec.campaign_id,
+            sender=rec.sender,
+            name=rec.name,
+            seconds=seconds,
+            outcome=outcome,
+        )
         if self.on_finished:
             self.on_finished(rec.id)
 
     def _release(self, rec: FileRecord, why: str) -> None:
         try:
             with self.store.begin() as conn:
-                conn.execute(update(t.files).where(t.files.c.id == rec.id)
-                             .values(status=QUEUED, worker=None, error_message=why))
+                conn.execute(
+                    update(t.files)
+                    .where(t.files.c.id == rec.id)
+                    .values(status=QUEUED, worker=None, error_message=why)
+                )
         except Transient:
             log.warning("could not requeue %s (database down); recovery will", rec.id)
 
     def _fail(self, rec: FileRecord, code: str, message: str) -> None:
         with self.store.begin() as conn:
-            conn.execute(update(t.files).where(t.files.c.id == rec.id).values(
-                status=FAILED, worker=None, finished_at=datetime.now(UTC),
-                error_code=code, error_message=message))
+            conn.execute(
+                update(t.files)
+                .where(t.files.c.id == rec.id)
+                .values(
+                    status=FAILED,
+                    worker=None,
+                    finished_at=datetime.now(UTC),
+                    error_code=code,
+                    error_message=message,
+                )
+            )
 
     def drain(self) -> int:
         """Process every queued file now; return how many were processed."""

@@ -86,7 +86,7 @@ def _load_first_sheet(data: bytes) -> tuple[tuple[int, int], list[list[Cell]]]:
         raise FileRejected(
             CORRUPT_ARCHIVE, f"the workbook is damaged or truncated ({exc}); send it again"
         ) from None
-    except Exception as exc:  # calamine's error types are not exhaustive; translate all here
+    except Exception as exc:  # noqa: BLE001 - calamine's error types are not exhaustive; translate all here
         raise FileRejected(UNREADABLE, _unreadable(exc)) from None
     except BaseException as exc:  # a Rust panic surfaces as pyo3's PanicException(BaseException)
         if type(exc).__name__ != "PanicException":

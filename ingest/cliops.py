@@ -1,0 +1,223 @@
+"""What the CLI does beyond parsing arguments: one-shot ingest, action listings and exports."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ingest import tables as t
+from ingest.config import Settings
+from ingest.results import FileOutcome, ResultStore
+from ingest.spool import PROCESSING, QUEUED, Spool
+from ingest.store import Store
+from ingest.worker import Worker
+
+EXPORT_COLUMNS = (
+    "ActionId",
+    "CampaignId",
+    "ActionTrackerId",
+    "OrderId",
+    "PartnerId",
+    "EventDate",
+    "LockDate",
+    "Amount",
+    "Currency",
+    "Payout",
+    "CustomerStatus",
+    "State",
+    "Modifications",
+    "OriginalAmount",
+    "OriginalPayout",
+)
+
+
+class TerminalProgress:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Show `stage` at done/total."""
+        if not self.enabled or total < 10_000:
+            return
+        line = f"\r{stage:<6} {100 * done // max(total, 1):3d}% ({done:,}/{total:,})"
+        if line != self.last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.last = line
+
+    def close(self) -> None:
+        """End the progress line."""
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+
+
+def ingest_file(
+    settings: Settings,
+    store: Store,
+    path: Path,
+    campaign_id: str,
+    sender: str,
+    progress: bool = False,
+) -> FileOutcome:
+    """Spool a local file and process it now (the same path as every channel)."""
+    spool = Spool(settings, store)
+    accepted = spool.accept(campaign_id, "cli", path.name, path, sender=sender, peer="local")
+    worker = Worker(settings, store)
+    if accepted.status in (QUEUED, PROCESSING):
+        worker.recover()
+        rec = worker.claim(accepted.file_id)
+        if rec is not None:
+            bar = TerminalProgress() if progress else None
+            worker.process(rec, progress=bar)
+            if bar:
+                bar.close()
+        else:
+            worker.wait_finished(accepted.file_id)
+    outcome = ResultStore(store).outcome(accepted.file_id)
+    assert outcome is not None
+    return outcome
+
+
+def _money(cents: int | None) -> str:
+    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
+
+
+def _action_doc(r: Any) -> dict[str, Any]:
+    return {
+        "ActionId": r.id,
+        "CampaignId": r.campaign_id,
+        "ActionTrackerId": r.event_type_id,
+        "OrderId": r.order_id,
+        "PartnerId": r.partner_id,
+        "EventDate": r.event_at.isoformat(),
+        "LockDate": r.lock_at.isoformat(),
+        "Amount": _money(r.amount),
+        "Currency": r.currency,
+        "Payout": _money(r.payout),
+        "CustomerStatus": r.customer_status or "",
+        "State": r.state,
+        "Modifications": r.mod_count,
+        "OriginalAmount": _money(r.orig_amount),
+        "OriginalPayout": _money(r.orig_payout),
+    }
+
+
+def list_actions(
+    store: Store, campaign_id: str | None, state: str | None, order_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Actions matching the filters, as export-shaped dicts."""
+    q = select(t.actions).order_by(t.actions.c.id).limit(limit)
+    if campaign_id:
+        q = q.where(t.actions.c.campaign_id == campaign_id)
+    if state:
+        q = q.where(t.actions.c.state == state.upper())
+    if order_id:
+        q = q.where(t.actions.c.order_id == order_id)
+    with store.read() as conn:
+        return [_action_doc(r) for r in conn.execute(q)]
+
+
+def campaign_of(store: Store, action_id: str) -> str | None:
+    """The campaign an action belongs to, or None."""
+    with store.read() as conn:
+        return conn.scalar(select(t.actions.c.campaign_id).where(t.actions.c.id == action_id))
+
+
+def show_action(store: Store, action_id: str) -> dict[str, Any] | None:
+    """An action, its items and its audit history, oldest change first."""
+    with store.read() as conn:
+        row = conn.execute(select(t.actions).where(t.actions.c.id == action_id)).first()
+        if row is None:
+            return None
+        items = (
+            conn.execute(
+                select(t.action_items)
+                .where(t.action_items.c.action_id == action_id)
+                .order_by(t.action_items.c.sku)
+            )
+            .mappings()
+            .all()
+        )
+        history = (
+            conn.execute(
+                select(t.audit).where(t.audit.c.action_id == action_id).order_by(t.audit.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    doc = _action_doc(row)
+    doc["Items"] = [
+        {
+            "Sku": i["sku"],
+            "Category": i["category"],
+            "Quantity": i["quantity"],
+            "Amount": _money(i["amount"]),
+            "OriginalQuantity": i["orig_quantity"],
+            "OriginalAmount": _money(i["orig_amount"]),
+        }
+        for i in items
+    ]
+    doc["History"] = [
+        {
+            "at": h["at"].isoformat(),
+            "operation": h["operation"],
+            "reason": h["reason"],
+            "old_state": h["old_state"],
+            "new_state": h["new_state"],
+            "old_amount": _money(h["old_amount"]),
+            "new_amount": _money(h["new_amount"]),
+            "old_payout": _money(h["old_payout"]),
+            "new_payout": _money(h["new_payout"]),
+            "file_id": h["file_id"],
+            "line": h["line"],
+            "channel": h["channel"],
+            "actor": h["actor"],
+        }
+        for h in history
+    ]
+    return doc
+
+
+def export_actions(store: Store, campaign_id: str | None, fmt: str, output: Path) -> int:
+    """Write actions to CSV or XLSX; return how many."""
+    q = select(t.actions).order_by(t.actions.c.id)
+    if campaign_id:
+        q = q.where(t.actions.c.campaign_id == campaign_id)
+    n = 0
+    with store.read() as conn:
+        rows = (_action_doc(r) for r in conn.execute(q))
+        if fmt == "xlsx":
+            from openpyxl import Workbook
+
+            wb = Workbook(write_only=True)
+            ws = wb.create_sheet("actions")
+            ws.append(list(EXPORT_COLUMNS))
+            for doc in rows:
+                ws.append([_cell(doc[c]) for c in EXPORT_COLUMNS])
+                n += 1
+            wb.save(output)
+            return n
+        with open(output, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=EXPORT_COLUMNS)
+            writer.writeheader()
+            for doc in rows:
+                writer.writerow({c: _cell(doc[c]) for c in EXPORT_COLUMNS})
+                n += 1
+    return n
+
+
+def _cell(value: Any) -> Any:
+    """Neutralise text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+__all__ = ["ResultStore", "export_actions", "ingest_file"]
