@@ -37,14 +37,34 @@ def campaign_dict(cid: str = "acme", **extra: Any) -> dict[str, Any]:
         "currency": "USD",
         "timezone": "America/New_York",
         "event_types": [
-            {"id": base + 1, "name": "Online Sale", "kind": "sale",
-             "payout": {"type": "percent", "value": "10"}, "locking": {"days": 27}},
-            {"id": base + 2, "name": "Lead", "kind": "lead",
-             "payout": {"type": "fixed", "value": "5.00"}, "locking": {"days": 10}},
-            {"id": base + 3, "name": "Click", "kind": "cpc",
-             "payout": {"type": "fixed", "value": "0.25"}, "locking": {"days": 3}},
-            {"id": base + 4, "name": "Monthly Sale", "kind": "sale",
-             "payout": {"type": "percent", "value": "7.5"}, "locking": {"months": 0, "days": 27}},
+            {
+                "id": base + 1,
+                "name": "Online Sale",
+                "kind": "sale",
+                "payout": {"type": "percent", "value": "10"},
+                "locking": {"days": 27},
+            },
+            {
+                "id": base + 2,
+                "name": "Lead",
+                "kind": "lead",
+                "payout": {"type": "fixed", "value": "5.00"},
+                "locking": {"days": 10},
+            },
+            {
+                "id": base + 3,
+                "name": "Click",
+                "kind": "cpc",
+                "payout": {"type": "fixed", "value": "0.25"},
+                "locking": {"days": 3},
+            },
+            {
+                "id": base + 4,
+                "name": "Monthly Sale",
+                "kind": "sale",
+                "payout": {"type": "percent", "value": "7.5"},
+                "locking": {"months": 0, "days": 27},
+            },
         ],
         "disposition_codes": {"DAMAGED": "modify", "FRAUD_X": "reverse", "OK_EARLY": "approve"},
     }
@@ -56,8 +76,9 @@ def campaign_dict(cid: str = "acme", **extra: Any) -> dict[str, Any]:
 def pg_database() -> Iterator[str]:
     """A PostgreSQL database of its own for this test session (dropped at the end)."""
     try:
-        admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"),
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             name = f"returnsd_{os.getpid()}_{secrets.token_hex(3)}"
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -132,8 +153,9 @@ def no_thread_leak() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     for _ in range(50):
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                 and not t.daemon]
+        extra = [
+            t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
+        ]
         if not extra:
             return
         threading.Event().wait(0.1)

@@ -10,8 +10,9 @@ from ingest.spool import DUPLICATE, QUEUED, Spool
 
 
 def test_accept_stores_and_records(spool: Spool, store) -> None:
-    acc = spool.accept("acme", "cli", "returns.csv", b"ActionId,Amount,Reason\n1,0,OTHER\n",
-                       sender="ops")
+    acc = spool.accept(
+        "acme", "cli", "returns.csv", b"ActionId,Amount,Reason\n1,0,OTHER\n", sender="ops"
+    )
     assert acc.status == QUEUED
     out = ResultStore(store).outcome(acc.file_id)
     assert out is not None and out.status == QUEUED and out.size == 33
