@@ -1,0 +1,130 @@
+"""HTTP upload API channel: a FastAPI app served by uvicorn in a thread of its own.
+
+The listening socket is bound in `start()` itself, so a bad address fails there with the OS's
+reason, and port 0 is known at once. uvicorn runs without its logging config (the daemon's logging
+stays as it is), without an access log (request lines are not needed: every file event is logged,
+and headers, i.e. tokens, never are) and without signal handlers (the daemon owns the signals).
+Routes and status codes: see `channels.http_app`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from channels.base import ChannelContext, ChannelError
+from ingest.config import HttpChannel as HttpOptions
+from ingest.results import FileOutcome
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger("returnsd.channels.http")
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 15.0
+MAX_CONNECTIONS = 100
+
+
+class HttpApiChannel:
+    """The HTTP upload API (bearer token per campaign; upload, status, result; OpenAPI)."""
+
+    name: ClassVar[str] = "http"
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        self.ctx = ctx
+        self.options: HttpOptions = ctx.settings.channels.http or HttpOptions(port=0)
+        self.port = self.options.port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port the API listens on (the real port once started)."""
+        return f"{self.options.host}:{self.port}"
+
+    def start(self) -> None:
+        """Serve; return once uvicorn accepts requests, or raise ChannelError (address, cause)."""
+        sock = self._bind()
+        self.port = sock.getsockname()[1]
+        server = _make_server(self.ctx, self.options)
+        self._server = server
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="http-api")
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.started:
+            self.stop()
+            sock.close()
+            cause = self._failure or "did not start in time"
+            raise ChannelError(f"http: cannot serve on {self.address}: {cause}")
+        log.info("http API listening on %s", self.address)
+
+    def _bind(self) -> socket.socket:
+        host = self.options.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP;
+        # without it every keep-alive response waits ~40 ms (Nagle + delayed ACK).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, self.options.port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise ChannelError(f"http: cannot listen on {self.address}: {exc}") from exc
+        return sock
+
+    def _serve(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        try:
+            self._server.run(sockets=[sock])
+        except BaseException as exc:  # uvicorn calls sys.exit on startup failure
+            self._failure = exc
+            log.exception("http API stopped with an error")
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in progress finish (bounded), and join the thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+            if self._thread.is_alive() and self._server is not None:
+                self._server.force_exit = True
+                self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def deliver(self, outcome: FileOutcome) -> bool:
+        """Nothing to push: API clients poll the status and result endpoints."""
+        return True
+
+
+def _make_server(ctx: ChannelContext, options: HttpOptions) -> uvicorn.Server:
+    import uvicorn
+
+    from channels.http_app import build_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the daemon, not the API thread, handles SIGTERM/SIGINT
+
+    config = uvicorn.Config(
+        build_app(ctx, options.public_url),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    return _Server(config)

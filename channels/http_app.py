@@ -1,0 +1,280 @@
+"""The FastAPI application of the HTTP upload API: upload, status, result, receipt, health.
+
+Answers, in the order they are checked for an upload:
+
+- `401` no bearer token, or a token that is not this campaign's (another campaign's token included:
+  a caller learns nothing about campaigns it holds no token for);
+- `404` the campaign does not exist (or takes no HTTP uploads), told only to a caller whose token is
+  known valid for some campaign; anyone else gets `401`;
+- `503` too many uploads at once (`Retry-After`); `413` Content-Length or streamed body over
+  `limits.max_file_bytes`; `415` Content-Type or file name extension not readable; `400` malformed
+  multipart; `422` a name returnsd reserves (`receipt_…`, `result_…`); `507` spool disk full;
+- `202` queued (or the same bytes are already queued/processing: that file's id), `200` DUPLICATE
+  (the same bytes were processed before; `duplicate_of` names that file; nothing is applied again).
+
+`GET /v1/files/{id}/result` answers `409` while the file is QUEUED or PROCESSING and `404` when it
+finished without a result CSV (FAILED, DUPLICATE: the status says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from channels.base import ChannelContext
+from channels.http_auth import TokenChecker
+from channels.http_body import (
+    MULTIPART_OVERHEAD,
+    BodyError,
+    Upload,
+    media_type,
+    raw_name,
+    read_multipart,
+    read_raw,
+    too_large,
+)
+from channels.http_docs import UploadReply, upload_body, upload_responses
+from ingest.errors import TOO_LARGE, FileRejected, SpoolFull, Transient
+from ingest.events import file_event
+from ingest.results import FileOutcome
+from ingest.spool import DUPLICATE, Accepted
+
+CHANNEL = "http"
+MAX_CONCURRENT_UPLOADS = 8
+SCRYPT_AT_ONCE = 2
+bearer = HTTPBearer(auto_error=False, description="The campaign's upload token")
+Credentials = HTTPAuthorizationCredentials | None
+Token = Annotated[Credentials, Depends(bearer)]
+NameParam = Annotated[str | None, Query(description="File name for a raw body, e.g. returns.csv")]
+
+
+def _peer(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _refused(request: Request, campaign: str, outcome: str) -> None:
+    file_event("refused", channel=CHANNEL, campaign=campaign, peer=_peer(request), outcome=outcome)
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": message, "code": code}, status_code=status, headers=headers)
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(
+        401,
+        "UNAUTHORIZED",
+        "missing or invalid bearer token for this campaign (check the token and the campaign id)",
+        **{"WWW-Authenticate": "Bearer"},
+    )
+
+
+class HttpApi:
+    """The routes and their shared state (tokens, upload counter, file store)."""
+
+    def __init__(self, ctx: ChannelContext, public_url: str | None) -> None:
+        self.ctx = ctx
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.tokens = TokenChecker(ctx.settings)
+        self.limit = ctx.settings.limits.max_file_bytes
+        self.uploading = 0
+        self._scrypt: asyncio.Semaphore | None = None
+
+    async def _valid(self, campaign: str, token: str) -> bool:
+        if self._scrypt is None:
+            self._scrypt = asyncio.Semaphore(SCRYPT_AT_ONCE)
+        async with self._scrypt:
+            return await run_in_threadpool(self.tokens.check, campaign, token)
+
+    async def _deny(self, request: Request, campaign: str, cred: Credentials) -> Response | None:
+        """None when the token is the campaign's; else the 401/404 answer (see module doc)."""
+        token = cred.credentials if cred else None
+        if token and self.tokens.has_account(campaign) and await self._valid(campaign, token):
+            return None
+        _refused(request, campaign, "UNAUTHORIZED")
+        if token and not self.tokens.has_account(campaign) and self.tokens.owner(token):
+            return _error(404, "NOT_FOUND", f"no campaign {campaign!r} takes HTTP uploads")
+        return _unauthorized()
+
+    def _links(self, request: Request, file_id: str) -> dict[str, str]:
+        base = self.public_url or str(request.base_url).rstrip("/")
+        status_url = f"{base}/v1/files/{file_id}"
+        return {"status_url": status_url, "result_url": f"{status_url}/result"}
+
+    async def upload(
+        self,
+        request: Request,
+        campaign: str,
+        cred: Token,
+        name: NameParam = None,
+    ) -> Response:
+        """Store one returns file for the campaign; answer only once it is durably spooled."""
+        denied = await self._deny(request, campaign, cred)
+        if denied is not None:
+            return denied
+        if self.uploading >= MAX_CONCURRENT_UPLOADS:
+            _refused(request, campaign, "BUSY")
+            return _error(503, "BUSY", "too many uploads at once; retry", **{"Retry-After": "5"})
+        self.uploading += 1
+        try:
+            return await self._upload(request, campaign, name)
+        except BodyError as exc:
+            _refused(request, campaign, exc.code)
+            return _error(exc.status, exc.code, exc.message)
+        except ClientDisconnect:  # the upload was cut off: nothing stored, nobody to answer
+            _refused(request, campaign, "ABORTED")
+            return Response(status_code=400)
+        finally:
+            self.uploading -= 1
+
+    async def _upload(self, request: Request, campaign: str, name: str | None) -> Response:
+        started = time.monotonic()
+        ctype = request.headers.get("content-type")
+        media = media_type(ctype)
+        multipart = media == "multipart/form-data"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit + (MULTIPART_OVERHEAD * multipart):
+            raise too_large(self.limit)
+        tmp = self.ctx.spool.tmp
+        if multipart:
+            body = await read_multipart(request.stream(), ctype or "", self.limit, tmp)
+        else:
+            body = await read_raw(request.stream(), raw_name(media, name), self.limit, tmp)
+        try:
+            return await self._store(request, campaign, body, started)
+        finally:
+            body.close()
+
+    async def _store(
+        self, request: Request, campaign: str, body: Upload, started: float
+    ) -> Response:
+        peer = _peer(request)
+        fields: dict[str, Any] = {"channel": CHANNEL, "campaign": campaign, "peer": peer}
+        meta: dict[str, object] = {"user_agent": request.headers.get("user-agent", "")[:200]}
+        sender = f"token:{campaign}"
+        try:
+            acc: Accepted = await run_in_threadpool(
+                self.ctx.spool.accept,
+                campaign,
+                CHANNEL,
+                body.name,
+                body.file,
+                sender=sender,
+                peer=peer,
+                meta=meta,
+            )
+        except FileRejected as exc:
+            status = 413 if exc.code == TOO_LARGE else 422
+            raise BodyError(status, exc.code, exc.message) from exc
+        except SpoolFull as exc:
+            raise BodyError(507, "SPOOL_FULL", str(exc)) from exc
+        except Transient as exc:
+            raise BodyError(503, "TRY_AGAIN", str(exc)) from exc
+        event = "duplicate" if acc.duplicate else "received"
+        file_event(
+            event,
+            **fields,
+            file_id=acc.file_id,
+            sender=sender,
+            name=acc.name,
+            size=acc.size,
+            seconds=time.monotonic() - started,
+            outcome=acc.status,
+        )
+        reply = UploadReply(
+            file_id=acc.file_id,
+            status=acc.status,
+            duplicate_of=acc.duplicate_of,
+            **self._links(request, acc.file_id),
+        )
+        code = 200 if acc.status == DUPLICATE else 202
+        return JSONResponse(reply.model_dump(exclude_none=True), status_code=code)
+
+    async def _outcome(
+        self, request: Request, file_id: str, cred: Credentials
+    ) -> FileOutcome | Response:
+        token = cred.credentials if cred else None
+        if not token:
+            return _unauthorized()
+        outcome = await run_in_threadpool(self.ctx.results.outcome, file_id)
+        if outcome is None:
+            if self.tokens.owner(token):
+                return _error(404, "NOT_FOUND", f"no file {file_id!r}")
+            return _unauthorized()
+        if not await self._valid(outcome.campaign, token):
+            return _unauthorized()
+        return outcome
+
+    async def status(self, request: Request, file_id: str, cred: Token) -> Response:
+        """The file's JSON summary: status, counts by status and error code, timings."""
+        found = await self._outcome(request, file_id, cred)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse({**found.summary(), **self._links(request, file_id)})
+
+    async def result(self, request: Request, file_id: str, cred: Token) -> Response:
+        """The result CSV (409 while not finished, 404 if the file finished without one)."""
+        found = await self._outcome(request, file_id, cred)
+        if isinstance(found, Response):
+            return found
+        if not found.finished:
+            return _error(
+                409,
+                "NOT_FINISHED",
+                f"file is {found.status}; try again later",
+                **{"Retry-After": "10"},
+            )
+        data = await run_in_threadpool(found.result_csv)
+        if data is None:
+            return _error(404, "NO_RESULT", f"file is {found.status}: no result CSV; see status")
+        disposition = f'attachment; filename="{found.result_name}"'
+        return Response(data, media_type="text/csv", headers={"Content-Disposition": disposition})
+
+    async def receipt(self, request: Request, file_id: str, cred: Token) -> Response:
+        """The receipt as text (id, name, size, sha256, status)."""
+        found = await self._outcome(request, file_id, cred)
+        if isinstance(found, Response):
+            return found
+        return PlainTextResponse(found.receipt_text())
+
+    async def health(self) -> dict[str, str]:
+        """Liveness: answers while the server runs."""
+        return {"status": "ok"}
+
+
+def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
+    """The API as a FastAPI app (OpenAPI at /openapi.json, docs at /docs)."""
+    api = HttpApi(ctx, public_url)
+    app = FastAPI(
+        title="returnsd upload API",
+        version="1",
+        description="Upload returns files for a campaign and fetch their results.",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.post(
+        "/v1/campaigns/{campaign}/files",
+        status_code=202,
+        responses=upload_responses(),
+        openapi_extra=upload_body(),
+        summary="Upload a returns file",
+    )(api.upload)
+    app.get("/v1/files/{file_id}", summary="File status")(api.status)
+    app.get(
+        "/v1/files/{file_id}/result",
+        summary="Result CSV",
+        responses={200: {"content": {"text/csv": {}}}, 409: {}, 404: {}},
+    )(api.result)
+    app.get("/v1/files/{file_id}/receipt", summary="Receipt", response_class=PlainTextResponse)(
+        api.receipt
+    )
+    app.get("/healthz", summary="Health")(api.health)
+    return app

@@ -1,0 +1,256 @@
+"""The aiosmtpd side of the SMTP channel: recipient and sender checks, spooling, AUTH, the listener.
+
+Imported only when the SMTP channel starts, so aiosmtpd is loaded only if the channel is enabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from email.message import EmailMessage, Message
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from channels.smtp_mail import (
+    Attachment,
+    find_files,
+    header_senders,
+    is_auto_submitted,
+    no_file_mail,
+    parse_mail,
+    receipt_mail,
+    sender_allowed,
+)
+from ingest.config import Campaign, Settings
+from ingest.config import SmtpChannel as SmtpOptions
+from ingest.errors import FileRejected, SpoolFull, Transient
+from ingest.events import file_event
+from ingest.passwords import hash_password, verify_password
+from ingest.spool import Spool
+
+log = logging.getLogger("returnsd.channels.smtp")
+
+CHANNEL = "smtp"
+Notify = Callable[[EmailMessage], None]
+
+
+def _peer(session: Session) -> str | None:
+    peer = session.peer
+    if isinstance(peer, tuple | list):
+        return str(peer[0])
+    return str(peer) if peer else None
+
+
+class SmtpHandler:
+    """aiosmtpd handler: refuses unknown recipients and senders, spools attachments, answers."""
+
+    def __init__(self, settings: Settings, spool: Spool, pool: Executor, notify: Notify) -> None:
+        assert settings.channels.smtp is not None
+        self.options: SmtpOptions = settings.channels.smtp
+        self.max_bytes = settings.limits.max_file_bytes
+        self.spool = spool
+        self.pool = pool
+        self.notify = notify
+        self.campaigns = {c.smtp.address: c for c in settings.campaigns if c.smtp is not None}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        """Accept a recipient only if it is a campaign address that this sender may write to."""
+        campaign = self.campaigns.get(address.lower())
+        sender = envelope.mail_from
+        if campaign is None or campaign.smtp is None:
+            file_event(
+                "refused",
+                channel=CHANNEL,
+                sender=sender,
+                peer=_peer(session),
+                name=address,
+                outcome="UNKNOWN_RECIPIENT",
+            )
+            return "550 5.1.1 No such returns address here"
+        if len(envelope.rcpt_tos) >= self.options.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        if not sender_allowed(campaign.smtp.allow_senders, sender):
+            file_event(
+                "refused",
+                channel=CHANNEL,
+                campaign=campaign.id,
+                sender=sender,
+                peer=_peer(session),
+                outcome="SENDER_NOT_ALLOWED",
+            )
+            return "550 5.7.1 This sender may not send to this address"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Spool every attachment off the event loop; answer 250 only once all are stored."""
+        raw = envelope.original_content or b""
+        rcpts = list(envelope.rcpt_tos)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.pool, self.process, raw, envelope.mail_from or "", rcpts, _peer(session)
+        )
+
+    def process(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str | None) -> str:
+        """Parse one message and spool its files; return the SMTP reply (runs in a worker)."""
+        try:
+            return self._process(raw, mail_from, rcpts, peer)
+        except SpoolFull:
+            log.warning("spool full: mail from %s refused with 452", mail_from)
+            return "452 4.3.1 Spool full, try again later"
+        except Transient as exc:
+            log.warning("mail from %s refused with 451: %s", mail_from, exc)
+            return "451 4.3.0 Temporary failure, try again later"
+        except Exception:
+            log.exception("mail from %s could not be stored", mail_from)
+            return "451 4.3.0 Internal error, try again later"
+
+    def _process(self, raw: bytes, mail_from: str, rcpts: list[str], peer: str | None) -> str:
+        started = time.monotonic()
+        msg = parse_mail(raw)
+        campaigns = list(
+            {self.campaigns[r.lower()].id: self.campaigns[r.lower()] for r in rcpts}.values()
+        )
+        if not all(self._header_from_allowed(msg, c) for c in campaigns):
+            file_event(
+                "refused",
+                channel=CHANNEL,
+                sender=mail_from,
+                peer=peer,
+                outcome="FROM_HEADER_NOT_ALLOWED",
+            )
+            return "550 5.7.1 The From header names a sender not allowed for this address"
+        found = find_files(msg)
+        reply_to = mail_from or None
+        meta = {
+            "reply_to": reply_to,
+            "message_id": str(msg["Message-ID"]).strip() if msg["Message-ID"] else None,
+            "subject": str(msg.get("Subject", "")),
+        }
+        lines = [
+            self._spool_one(c, att, mail_from, peer, meta, started)
+            for c in campaigns
+            for att in found.files
+        ]
+        in_reply_to = meta["message_id"]
+        if not found.files:
+            if reply_to and not is_auto_submitted(msg):
+                self.notify(
+                    no_file_mail(self.options, reply_to, in_reply_to, found.others, self.max_bytes)
+                )
+            return "250 2.0.0 OK, but no usable attachment was found (a reply explains)"
+        if reply_to:
+            self.notify(
+                receipt_mail(
+                    self.options, reply_to, in_reply_to, lines, found.others, self.max_bytes
+                )
+            )
+        return f"250 2.0.0 OK, {len(lines)} file(s) received"
+
+    def _header_from_allowed(self, msg: Message, campaign: Campaign) -> bool:
+        assert campaign.smtp is not None
+        allow = campaign.smtp.allow_senders
+        senders = header_senders(msg)
+        return not allow or (bool(senders) and all(sender_allowed(allow, a) for a in senders))
+
+    def _spool_one(
+        self,
+        campaign: Campaign,
+        att: Attachment,
+        mail_from: str,
+        peer: str | None,
+        meta: dict[str, Any],
+        started: float,
+    ) -> str:
+        fields: dict[str, Any] = {
+            "channel": CHANNEL,
+            "campaign": campaign.id,
+            "sender": mail_from,
+            "peer": peer,
+        }
+        try:
+            acc = self.spool.accept(
+                campaign.id, CHANNEL, att.name, att.data, sender=mail_from, peer=peer, meta=meta
+            )
+        except FileRejected as exc:
+            file_event("refused", **fields, name=att.name, size=len(att.data), outcome=exc.code)
+            return f"{att.name}: NOT accepted: {exc.code}: {exc.message}"
+        seconds = time.monotonic() - started
+        event = "duplicate" if acc.duplicate else "received"
+        file_event(
+            event,
+            **fields,
+            file_id=acc.file_id,
+            name=acc.name,
+            size=acc.size,
+            seconds=seconds,
+            outcome=acc.status,
+        )
+        where = f"campaign {campaign.id}"
+        if acc.duplicate:
+            return (
+                f"{acc.name}: file {acc.file_id} for {where}: DUPLICATE of {acc.duplicate_of} "
+                "(the same bytes were already received; nothing is applied twice)"
+            )
+        return f"{acc.name}: file {acc.file_id} for {where}: {acc.status}"
+
+
+class Authenticator:
+    """Checks AUTH PLAIN/LOGIN against `channels.smtp.auth_users` (scrypt hashes)."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+        # Unknown users are checked against a throw-away hash so timing does not reveal them.
+        self._dummy = hash_password("not a password")
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """Return success only for a known user with the right password."""
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode(errors="replace")
+        stored = self.users.get(user)
+        ok = verify_password(data.password.decode(errors="replace"), stored or self._dummy)
+        ok = ok and stored is not None
+        if not ok:
+            file_event(
+                "refused", channel=CHANNEL, sender=user, peer=_peer(session), outcome="AUTH_FAILED"
+            )
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+class PortController(Controller):
+    """aiosmtpd's threaded Controller that works on port 0 and fails at once when bind fails.
+
+    Upstream waits the whole `ready_timeout` before reporting a bind error, and its self-test
+    connects to the configured port (0). These overrides of 1.4.6's private hooks fix both.
+    """
+
+    def _run(self, ready_event: threading.Event) -> None:
+        super()._run(ready_event)
+        if self._thread_exception is not None:
+            ready_event.set()  # wake start() now; _trigger_server raises the bind error
+
+    def _trigger_server(self) -> None:
+        if self._thread_exception is not None:
+            raise self._thread_exception
+        super()._trigger_server()
+
+    def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
+        return self._bind()
+
+    async def _bind(self) -> asyncio.AbstractServer:
+        server = await super()._create_server()
+        sockets = getattr(server, "sockets", None) or ()
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return server
