@@ -1,4 +1,4 @@
-"""kill -9 during the ingest of a large file, then the same command again: same ledger as no crash."""
+"""kill -9 while a large file is ingested, then the same command: same ledger as no crash."""
 
 from __future__ import annotations
 
