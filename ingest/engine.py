@@ -31,6 +31,7 @@ from ingest.rules import (
     OP_RESET,
     OP_REVERSE,
     OPS,
+    S_REVERSED,
     STATE_NAMES,
     UNCHANGED,
     Ledger,
@@ -283,7 +284,10 @@ def _propose(
     op = np.array([_effect(r, custom) for r in reasons], dtype=np.int64)
     amount = lines["amount"].to_numpy(dtype=np.int64, na_value=-1)
     has_amount = amount >= 0
-    zero_reverse = (op == OP_MODIFY) & has_amount & (amount == 0) & (ledger.amount[pos] != 0)
+    # Amount 0 reverses, unless the action's amount is already 0 (then it is a modification);
+    # on an action that is already reversed it is the same reversal again (UNCHANGED).
+    already = (ledger.amount[pos] != 0) | (ledger.state[pos] == S_REVERSED)
+    zero_reverse = (op == OP_MODIFY) & has_amount & (amount == 0) & already
     op[zero_reverse] = OP_REVERSE
     proposed = np.where(has_amount, amount, ledger.amount[pos])
     n = len(lines)

@@ -115,7 +115,7 @@ def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
         pa.array([error_type(c) if c else "" for c in codes], pa.string()),
         pa.array(codes, pa.string()),
         neutralise(pa.array([m or "" for m in out.message.tolist()], pa.string())),
-        pa.array(ids.tolist(), pa.string()),
+        neutralise(pa.array(ids.tolist(), pa.string())),
         pa.array(states.tolist(), pa.string()),
         money(out.old_amount),
         money(out.new_amount),
@@ -137,7 +137,8 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, ledger: Ledger) -
         col = raw.frame.iloc[:, i]
         cells[order] = col.fillna("").to_numpy(dtype=object)
         original.append(neutralise(pa.array(cells.tolist(), pa.string())))
-    names = [*(str(h) for h in raw.header), *RESULT_COLUMNS]
+    header = neutralise(pa.array([str(h) for h in raw.header], pa.string())).to_pylist()
+    names = [*header, *RESULT_COLUMNS]
     table = pa.Table.from_arrays([*original, *outcome_columns(out, ledger)], names=names)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -205,8 +205,11 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     for i in np.flatnonzero(ok):
         message[i] = MESSAGES.get((status[i], int(op[i])), "")
     _commit(ledger, p, pos, changed, op, new_amount, new_payout, new_state, new_cs)
+    # An action whose lock date has passed is shown as LOCKED even before the lock job runs.
+    late = ledger.locked[pos] & ((state == S_PENDING) | (state == S_APPROVED))
+    shown = np.where(late, S_LOCKED, state).astype(np.int8)
     return Decision(
-        status, code, message, old_amount, new_amount, old_payout, new_payout, state, new_state, op
+        status, code, message, old_amount, new_amount, old_payout, new_payout, shown, new_state, op
     )
 
 

@@ -58,7 +58,7 @@ WIDE = re.compile(r"^(sku|quantity|amount|category|itemprice)(\d{1,3})$")
 TEXT_FIELDS = ("action_id", "order_id", "currency", "customer_status", "reason", "sku", "category")
 MONEY = re.compile(r"^\d{0,6}(\.\d{1,2})?$")
 SCIENTIFIC = r"^[+-]?\d+(\.\d+)?[eE][+-]?\d+$"
-ID_SHAPE = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$"
+ID_SHAPE = r"^[^\x00-\x1f\x7f]{1,64}$"  # any printable text up to 64 characters
 MAX_CENTS = 99_999_999
 
 
@@ -88,7 +88,7 @@ def canonicalise(raw: RawTable, custom_codes: Mapping[str, str] | None = None) -
     frame = _canonical_frame(raw, mapping, wide, item_level)
     rows = validate(frame, dict(custom_codes or {}))
     rows = _add_bad_rows(rows, raw)
-    return Canonical(rows=rows, raw=raw, item_level=item_level, warnings=warnings)
+    return Canonical(rows=rows, raw=raw, item_level=item_level, warnings=[*raw.warnings, *warnings])
 
 
 def _map_columns(
@@ -286,7 +286,7 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
             (
                 _has(s) & ~_full(s, ID_SHAPE),
                 "MALFORMED",
-                f"{label} must be 1–64 letters, digits or . _ : / # - characters",
+                f"{label} must be at most 64 characters, without control characters",
             )
         )
     tr = out["tracker"]

@@ -1,4 +1,4 @@
-"""Shared fixtures: a campaign config, a fresh database (SQLite, and PostgreSQL when asked), a spool."""
+"""Shared fixtures: a campaign config, a fresh database (SQLite and PostgreSQL), a spool."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             name = f"returnsd_{os.getpid()}_{secrets.token_hex(3)}"
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+    except Exception as exc:
         need("postgres", f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
         raise
     base, _, _ = PG_URL.rpartition("/")

@@ -136,7 +136,7 @@ def model_row(actions: dict[str, Act], row: dict[str, str], item_file: bool) -> 
         new_items[sku] = (q, line)
         cents = sum(a for _, a in new_items.values())
         op = "reverse" if all(q == 0 for q, _ in new_items.values()) else "modify"
-    elif effect == "modify" and cents == 0 and act.amount != 0:
+    elif effect == "modify" and cents == 0 and (act.amount != 0 or act.state == "REVERSED"):
         op = "reverse"
     guard = _guard(act, op, row)
     if guard:
