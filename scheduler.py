@@ -1,0 +1,145 @@
+"""The scheduled jobs and their triggers (APScheduler 3.x); the work itself comes from the daemon.
+
+Jobs: one pull per campaign with a `pull` source (cron in the campaign's time zone), the lock job
+(`settings.lock_schedule`, UTC) and the daily retention job. Misfires are caught up, not skipped:
+`misfire_grace_time=None` while running, and at build time every job whose latest fire time is
+after its last successful run (kept by the daemon in `job_runs`) is given an immediate first run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from ingest.config import Settings
+from ingest.errors import ConfigError
+
+log = logging.getLogger("returnsd.scheduler")
+
+RETENTION_SCHEDULE = "30 3 * * *"  # daily, UTC
+LOCK_JOB = "lock"
+RETENTION_JOB = "retention"
+JOB_DEFAULTS: dict[str, Any] = {
+    "misfire_grace_time": None,  # a late run still runs (3.x default is 1 s: B5)
+    "coalesce": True,  # several missed fire times → one run
+    "max_instances": 1,  # never two runs of one job at a time
+}
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """What the scheduled jobs do and where their last successful run is kept (the daemon's)."""
+
+    pull: Callable[[str], None]
+    lock: Callable[[], None]
+    retention: Callable[[], None]
+    last_run: Callable[[str], datetime | None]
+    set_last_run: Callable[[str, datetime], None]
+
+
+def pull_job_id(campaign_id: str) -> str:
+    """The job id of a campaign's scheduled pull."""
+    return f"pull:{campaign_id}"
+
+
+def build_scheduler(settings: Settings, jobs: Jobs) -> BackgroundScheduler:
+    """A scheduler (not started) holding every job; missed runs get an immediate first run."""
+    scheduler = BackgroundScheduler(timezone=UTC, job_defaults=dict(JOB_DEFAULTS))
+    for job_id, trigger, work in _plan(settings, jobs):
+        _add(scheduler, jobs, job_id, trigger, work)
+    return scheduler
+
+
+def _plan(settings: Settings, jobs: Jobs) -> list[tuple[str, CronTrigger, Callable[[], None]]]:
+    """Every (job id, trigger, work) the configuration asks for."""
+    plan: list[tuple[str, CronTrigger, Callable[[], None]]] = [
+        (LOCK_JOB, _cron(settings.lock_schedule, UTC, "lock_schedule"), jobs.lock),
+        (RETENTION_JOB, _cron(RETENTION_SCHEDULE, UTC, "retention"), jobs.retention),
+    ]
+    pull_on = settings.channels.pull is not None and settings.channels.pull.enabled
+    for campaign in settings.campaigns:
+        if campaign.pull is None:
+            continue
+        if not pull_on:
+            log.warning("campaign %s has a pull source but channels.pull is off", campaign.id)
+            continue
+        trigger = _cron(campaign.pull.schedule, campaign.tz, f"campaign {campaign.id}: pull")
+        plan.append((pull_job_id(campaign.id), trigger, _bind(jobs.pull, campaign.id)))
+    return plan
+
+
+def _cron(expression: str, tz: tzinfo, where: str) -> CronTrigger:
+    try:
+        return CronTrigger.from_crontab(expression, timezone=tz)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: invalid cron schedule {expression!r}: {exc}") from exc
+
+
+def _bind(pull: Callable[[str], None], campaign_id: str) -> Callable[[], None]:
+    return lambda: pull(campaign_id)
+
+
+def _add(
+    scheduler: BackgroundScheduler,
+    jobs: Jobs,
+    job_id: str,
+    trigger: CronTrigger,
+    work: Callable[[], None],
+) -> None:
+    """Add one cron job; run it at start if a fire time passed since its last success."""
+    now = datetime.now(UTC)
+    extra: dict[str, Any] = {}
+    last = _last_run(jobs, job_id)
+    if missed(trigger, last, now):
+        log.info("job %s is owed a run (last success: %s): running it now", job_id, last or "never")
+        extra["next_run_time"] = now
+    scheduler.add_job(
+        guarded(job_id, work, jobs.set_last_run), trigger, id=job_id, name=job_id, **extra
+    )
+
+
+def missed(trigger: CronTrigger, last_run: datetime | None, now: datetime) -> bool:
+    """True when the trigger fired (or should have) after `last_run` and not later than `now`.
+
+    A job that never succeeded counts as missed: whatever it would have done is still owed.
+    """
+    if last_run is None:
+        return True
+    if last_run.tzinfo is None:
+        last_run = last_run.replace(tzinfo=UTC)
+    first_after = trigger.get_next_fire_time(last_run, last_run)
+    return first_after is not None and first_after <= now
+
+
+def _last_run(jobs: Jobs, job_id: str) -> datetime | None:
+    try:
+        return jobs.last_run(job_id)
+    except Exception:  # the database may be down at start; the cron schedule still applies
+        log.exception("cannot read the last run of job %s; not catching up", job_id)
+        return datetime.now(UTC)
+
+
+def guarded(
+    job_id: str, work: Callable[[], None], set_last_run: Callable[[str, datetime], None]
+) -> Callable[[], None]:
+    """Wrap a job: log its exceptions (never raise into the scheduler), record success only."""
+
+    def run() -> None:
+        started = datetime.now(UTC)
+        try:
+            work()
+        except Exception:
+            log.exception("job %s failed; it runs again at its next fire time", job_id)
+            return
+        try:
+            set_last_run(job_id, started)
+        except Exception:
+            log.exception("job %s succeeded but its run time could not be recorded", job_id)
+
+    return run
