@@ -22,7 +22,6 @@ from ingest.errors import ConfigError
 
 log = logging.getLogger("returnsd.scheduler")
 
-RETENTION_SCHEDULE = "30 3 * * *"  # daily, UTC
 LOCK_JOB = "lock"
 RETENTION_JOB = "retention"
 JOB_DEFAULTS: dict[str, Any] = {
@@ -60,7 +59,7 @@ def _plan(settings: Settings, jobs: Jobs) -> list[tuple[str, CronTrigger, Callab
     """Every (job id, trigger, work) the configuration asks for."""
     plan: list[tuple[str, CronTrigger, Callable[[], None]]] = [
         (LOCK_JOB, _cron(settings.lock_schedule, UTC, "lock_schedule"), jobs.lock),
-        (RETENTION_JOB, _cron(RETENTION_SCHEDULE, UTC, "retention"), jobs.retention),
+        (RETENTION_JOB, _cron(settings.retention_schedule, UTC, "retention"), jobs.retention),
     ]
     pull_on = settings.channels.pull is not None and settings.channels.pull.enabled
     for campaign in settings.campaigns:

@@ -238,6 +238,9 @@ class FtpChannel(Listen):
     ban_after_failures: int = Field(default=10, ge=1)
     ban_seconds: int = Field(default=900, ge=0)
     idle_timeout: int = Field(default=300, ge=5)
+    failed_login_delay: float = Field(default=3.0, ge=0, le=30)
+    close_grace: float = Field(default=0.5, ge=0, le=10)
+    workers: int = Field(default=4, ge=1, le=32)
 
 
 class SmtpChannel(Listen):
@@ -309,6 +312,7 @@ class Settings(Strict):
     workers: int = Field(default=1, ge=1, le=16)
     max_attempts: int = Field(default=3, ge=1)
     lock_schedule: str = "*/15 * * * *"
+    retention_schedule: str = "30 3 * * *"
     log_level: str = "INFO"
     limits: Limits = Limits()
     channels: Channels = Channels()
@@ -376,11 +380,25 @@ def _problems(s: Settings) -> Iterator[str]:
             for p in (ch.tls_cert, ch.tls_key):
                 if not s.path(p).exists():
                     yield f"channels.{name}: {p} does not exist"
-    if s.channels.smtp and s.channels.smtp.require_starttls and not s.channels.smtp.tls_cert:
-        yield "channels.smtp: require_starttls needs tls_cert and tls_key"
+    smtp = s.channels.smtp
+    if smtp and (smtp.require_starttls or smtp.auth_users) and not smtp.tls_cert:
+        yield "channels.smtp: require_starttls and auth_users need tls_cert and tls_key"
+    yield from _cron_problems(s)
     ftp = s.channels.ftp
     if ftp and ftp.passive_ports and ftp.passive_ports[0] > ftp.passive_ports[1]:
         yield "channels.ftp.passive_ports: first port must not exceed the second"
+
+
+def _cron_problems(s: Settings) -> Iterator[str]:
+    from apscheduler.triggers.cron import CronTrigger
+
+    crons = [("lock_schedule", s.lock_schedule), ("retention_schedule", s.retention_schedule)]
+    crons += [(f"campaign {c.id}: pull.schedule", c.pull.schedule) for c in s.campaigns if c.pull]
+    for where, expr in crons:
+        try:
+            CronTrigger.from_crontab(expr)
+        except ValueError as exc:
+            yield f"{where}: {expr!r} is not a cron expression ({exc})"
 
 
 def _secrets_of(c: Campaign) -> Iterator[tuple[str, Secret]]:

@@ -23,7 +23,10 @@ log = logging.getLogger("returnsd.daemon")
 def _ftp(ctx: Any) -> Any:
     from channels.ftp import FtpChannel
 
-    return FtpChannel(ctx)
+    opts = ctx.settings.channels.ftp
+    return FtpChannel(
+        ctx, login_delay=opts.failed_login_delay, close_grace=opts.close_grace, workers=opts.workers
+    )
 
 
 def _smtp(ctx: Any) -> Any:
