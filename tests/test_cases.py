@@ -111,9 +111,9 @@ def expand_dates(text: str, now: datetime) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    """A fresh ledger in tmp_path holding fixtures/cases/actions.csv and items.csv."""
-    monkeypatch.setenv("RETURNSD_DATABASE_URL", f"sqlite:///{tmp_path / 'returnsd.db'}")
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Env:
+    """A fresh ledger (SQLite, and PostgreSQL) holding fixtures/cases/actions.csv and items.csv."""
+    monkeypatch.setenv("RETURNSD_DATABASE_URL", db_url)
     config = tmp_path / "config.yaml"
     shutil.copyfile(CASES / "config.yaml", config)
     actions = tmp_path / "actions.csv"
