@@ -28,7 +28,7 @@ from channels.base import ChannelContext, ChannelError
 from channels.smtp import SmtpChannel, message_size_limit
 from channels.smtp_server import PortController
 from ingest.config import Settings
-from ingest.errors import SpoolFull
+from ingest.errors import ConfigError, SpoolFull
 from ingest.passwords import hash_password
 from ingest.results import FileOutcome, ResultStore
 from ingest.spool import Spool
@@ -484,10 +484,9 @@ def test_starttls_and_auth(
     assert "AGFkdgBzM2NyZXQ=" not in caplog.text  # nor the base64 credentials
 
 
-def test_auth_without_tls_is_a_start_error(harness: Callable[..., Harness]) -> None:
-    h = harness(auth_users={"adv": hash_password("s3cret")})
-    with pytest.raises(ChannelError, match="auth_users needs tls_cert"):
-        h.channel.start()
+def test_auth_without_tls_is_a_config_error(harness: Callable[..., Harness]) -> None:
+    with pytest.raises(ConfigError, match="auth_users need tls_cert"):
+        harness(auth_users={"adv": hash_password("s3cret")})
 
 
 def _import_two_actions(h: Harness, tmp_path: Path) -> None:
