@@ -208,6 +208,9 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop accepting, finish the file in hand, stop in reverse order."""
+        self.stopping.set()  # workers finish the file in hand and take no other
+        for w in self.workers:
+            w.wake.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
@@ -217,10 +220,7 @@ class Daemon:
             except Exception:
                 log.exception("channel %s did not stop cleanly", name)
         self.channels.clear()
-        self.stopping.set()
         self.delivery_wake.set()
-        for w in self.workers:
-            w.wake.set()
         for thread in self.threads:
             thread.join(timeout=600)
         self.threads.clear()

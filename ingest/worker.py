@@ -191,10 +191,10 @@ class Worker:
                 )
             )
 
-    def drain(self) -> int:
-        """Process every queued file now; return how many were processed."""
+    def drain(self, stop: threading.Event | None = None) -> int:
+        """Process queued files until none is left (or `stop` is set); return how many."""
         done = 0
-        while (rec := self.claim()) is not None:
+        while not (stop and stop.is_set()) and (rec := self.claim()) is not None:
             self.process(rec)
             done += 1
         return done
@@ -208,7 +208,7 @@ class Worker:
         """Loop until `stop` is set: process queued files, sleep until woken or idle time."""
         while not stop.is_set():
             try:
-                if self.drain() == 0:
+                if self.drain(stop) == 0:
                     self.wake.wait(idle_seconds)
                     self.wake.clear()
             except Transient as exc:
