@@ -281,7 +281,8 @@ def _propose(
 ) -> Proposal:
     pos = lines["pos"].to_numpy(dtype=np.int64)
     reasons = lines["reason"].to_numpy(dtype=object)
-    op = np.array([_effect(r, custom) for r in reasons], dtype=np.int64)
+    effects = {r: _effect(r, custom) for r in pd.unique(reasons)}
+    op = np.array(pd.Series(reasons, dtype=object).map(effects), dtype=np.int64)
     amount = lines["amount"].to_numpy(dtype=np.int64, na_value=-1)
     has_amount = amount >= 0
     # Amount 0 reverses, unless the action's amount is already 0 (then it is a modification);
@@ -291,7 +292,7 @@ def _propose(
     op[zero_reverse] = OP_REVERSE
     proposed = np.where(has_amount, amount, ledger.amount[pos])
     n = len(lines)
-    updates: list[list[tuple[int, int, int, str | None]]] = [[] for _ in range(n)]
+    updates: dict[int, list[tuple[int, int, int, str | None]]] = {}
     item_error = np.full(n, None, dtype=object)
     all_zero = np.zeros(n, dtype=bool)
     is_item = lines["is_item"].to_numpy(dtype=bool)
@@ -302,7 +303,7 @@ def _propose(
         if isinstance(result, str):
             item_error[i], op[i] = result, OP_MODIFY
             continue
-        updates[i], total, all_zero[i] = result
+        updates[int(i)], total, all_zero[i] = result
         op[i] = OP_REVERSE if all_zero[i] else OP_MODIFY
         proposed[i] = total
     return Proposal(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -108,15 +109,16 @@ def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
         has_pos, ledger.ids[np.maximum(out.action_pos, 0)] if len(ledger.ids) else "", ""
     )
     states = np.where(out.state >= 0, STATE_NAMES[np.maximum(out.state, 0)], "")
-    codes = [c or "" for c in out.code.tolist()]
+    codes = pd.Series(out.code, dtype=object)
+    types = codes.map({c: error_type(c) for c in codes.dropna().unique()})
     return [
         pc.cast(pa.array(out.line), pa.string()),
-        pa.array(out.status.tolist(), pa.string()),
-        pa.array([error_type(c) if c else "" for c in codes], pa.string()),
-        pa.array(codes, pa.string()),
-        neutralise(pa.array([m or "" for m in out.message.tolist()], pa.string())),
-        neutralise(pa.array(ids.tolist(), pa.string())),
-        pa.array(states.tolist(), pa.string()),
+        _text(out.status),
+        _text(types.to_numpy(dtype=object)),
+        _text(out.code),
+        neutralise(_text(out.message)),
+        neutralise(_text(ids)),
+        _text(states),
         money(out.old_amount),
         money(out.new_amount),
         money(out.old_payout),
@@ -124,19 +126,21 @@ def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
     ]
 
 
+def _text(values: npt.NDArray[Any]) -> pa.Array:
+    """An object array of str/None as an arrow string array, None → ''."""
+    return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
+
+
 def write_result(path: Path, raw: RawTable, out: LineOutcomes, ledger: Ledger) -> Path:
     """Write the result CSV atomically (temp name, fsync, rename) and return its path."""
-    order = np.searchsorted(out.line, np.asarray(raw.lines, dtype=np.int64))
-    width = len(raw.header)
+    # Each result line takes its original cells from the raw row with the same line number;
+    # lines that never made it into the table (ragged rows) get empty cells.
+    where = pd.Index(np.asarray(raw.lines, dtype=np.int64)).get_indexer(out.line)
+    take = pa.array(where, mask=where < 0)
     original: list[pa.Array] = []
-    n_out = len(out.line)
-    in_raw = np.zeros(n_out, dtype=bool)
-    in_raw[order] = True
-    for i in range(width):
-        cells = np.full(n_out, "", dtype=object)
-        col = raw.frame.iloc[:, i]
-        cells[order] = col.fillna("").to_numpy(dtype=object)
-        original.append(neutralise(pa.array(cells.tolist(), pa.string())))
+    for i in range(len(raw.header)):
+        column = pa.array(raw.frame.iloc[:, i], type=pa.string(), from_pandas=True)
+        original.append(neutralise(pc.fill_null(column.take(take), "")))
     header = neutralise(pa.array([str(h) for h in raw.header], pa.string())).to_pylist()
     names = [*header, *RESULT_COLUMNS]
     table = pa.Table.from_arrays([*original, *outcome_columns(out, ledger)], names=names)

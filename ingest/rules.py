@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from ingest.domain import MAX_MODIFICATIONS
 
@@ -97,7 +98,8 @@ class Proposal:
     customer_status: Obj  # new status or None
     currency: Obj  # currencyCode given, or None
     item_error: Obj  # ITEM_NOT_FOUND etc. (checked last), or None
-    item_updates: list[list[tuple[int, int, int, str | None]]]  # per line: (slot, qty, amt, cat)
+    # Only lines that change items: line index → [(slot, quantity, amount, category)].
+    item_updates: dict[int, list[tuple[int, int, int, str | None]]]
     items_all_zero: Bool
 
 
@@ -143,12 +145,11 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     pos = p.pos
     state = ledger.state[pos]
     op = p.op.copy()
-    items_dirty = np.fromiter((ledger.items.dirty(int(x)) for x in pos), bool, len(pos))
+    items_dirty = _items_dirty(ledger, pos)
     is_cpc = ledger.kind[pos] == "cpc"
     changing = (op == OP_MODIFY) | (op == OP_REVERSE)
-    has_cs = np.array([c is not None for c in p.customer_status], dtype=bool)
-    has_cur = np.array([c is not None for c in p.currency], dtype=bool)
-    item_err = np.array([e is not None for e in p.item_error], dtype=bool)
+    has_cs, has_cur = ~pd.isna(p.customer_status), ~pd.isna(p.currency)
+    item_err = ~pd.isna(p.item_error)
     guards = [
         ("CURRENCY_MISMATCH", has_cur & (p.currency != ledger.currency[pos])),
         ("ACTION_LOCKED", ledger.locked[pos] | (state == S_APPROVED) | (state == S_LOCKED)),
@@ -161,10 +162,10 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     code = np.full(len(pos), None, dtype=object)
     for name, hit in reversed(guards):
         code[hit] = name
-    message = np.array([GUARD_MESSAGES.get(c, "") if c else None for c in code], dtype=object)
-    for i in np.flatnonzero(item_err & (code == "ITEM_NOT_FOUND")):
-        message[i] = p.item_error[i]
-    ok = code == None  # noqa: E711 - elementwise comparison with None
+    message = pd.Series(code, dtype=object).map(GUARD_MESSAGES).to_numpy(dtype=object)
+    found = item_err & (code == "ITEM_NOT_FOUND")
+    message[found] = p.item_error[found]
+    ok = pd.isna(code)
 
     old_amount, old_payout = ledger.amount[pos], ledger.payout[pos]
     cur_cs = ledger.customer_status[pos]
@@ -179,7 +180,7 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
         (new_amount != old_amount)
         | (new_payout != old_payout)
         | (new_cs != cur_cs)
-        | (np.array([len(u) > 0 for u in p.item_updates]) & _items_change(ledger, p))
+        | _items_change(ledger, p, len(pos))
     )
     r = ok & (op == OP_REVERSE) & (state != S_REVERSED)
     new_amount[r], new_payout[r], new_state[r] = 0, 0, S_REVERSED
@@ -202,8 +203,8 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     changed |= a
 
     status = np.where(ok, np.where(changed, APPLIED, UNCHANGED), ERROR).astype(object)
-    for i in np.flatnonzero(ok):
-        message[i] = MESSAGES.get((status[i], int(op[i])), "")
+    for (outcome, kind), text in MESSAGES.items():
+        message[ok & (status == outcome) & (op == kind)] = text
     _commit(ledger, p, pos, changed, op, new_amount, new_payout, new_state, new_cs)
     # An action whose lock date has passed is shown as LOCKED even before the lock job runs.
     late = ledger.locked[pos] & ((state == S_PENDING) | (state == S_APPROVED))
@@ -213,20 +214,28 @@ def decide(ledger: Ledger, p: Proposal) -> Decision:
     )
 
 
-def _items_change(ledger: Ledger, p: Proposal) -> Bool:
+def _items_dirty(ledger: Ledger, pos: I64) -> Bool:
+    """Which of these actions have an item that differs from its original."""
+    dirty = np.zeros(len(pos), dtype=bool)
+    if ledger.items.by_action:
+        with_items = np.isin(pos, np.fromiter(ledger.items.by_action, np.int64))
+        for i in np.flatnonzero(with_items):
+            dirty[i] = ledger.items.dirty(int(pos[i]))
+    return dirty
+
+
+def _items_change(ledger: Ledger, p: Proposal, n: int) -> Bool:
+    """Which lines would change an item's quantity, amount or category."""
     items = ledger.items
-    return np.array(
-        [
-            any(
-                items.quantity[s] != q
-                or items.amount[s] != a
-                or (c is not None and items.category[s] != c)
-                for s, q, a, c in updates
-            )
-            for updates in p.item_updates
-        ],
-        dtype=bool,
-    )
+    change = np.zeros(n, dtype=bool)
+    for i, updates in p.item_updates.items():
+        change[i] = any(
+            items.quantity[s] != q
+            or items.amount[s] != a
+            or (c is not None and items.category[s] != c)
+            for s, q, a, c in updates
+        )
+    return change
 
 
 def _commit(
@@ -248,13 +257,15 @@ def _commit(
     ledger.mod_count[w] += (op[changed] == OP_MODIFY).astype(np.int64)
     ledger.touched[w] = True
     items = ledger.items
-    for i in np.flatnonzero(changed):
-        if op[i] == OP_RESET:
-            for s in items.by_action.get(int(pos[i]), []):
+    if items.by_action:
+        resets = changed & (op == OP_RESET)
+        for k in np.flatnonzero(resets & np.isin(pos, np.fromiter(items.by_action, np.int64))):
+            for s in items.by_action[int(pos[k])]:
                 items.quantity[s], items.amount[s] = items.orig_quantity[s], items.orig_amount[s]
                 items.touched[s] = True
-        elif op[i] in (OP_MODIFY, OP_REVERSE):
-            for slot, qty, amt, cat in p.item_updates[i]:
+    for i, updates in p.item_updates.items():
+        if changed[i] and op[i] in (OP_MODIFY, OP_REVERSE):
+            for slot, qty, amt, cat in updates:
                 items.quantity[slot], items.amount[slot] = qty, amt
                 if cat is not None:
                     items.category[slot] = cat
