@@ -72,7 +72,7 @@ class Job:
     lines: pd.DataFrame | None = None
     outcomes: LineOutcomes | None = None
     ledger: Ledger | None = None
-    audit: list[tuple[Any, ...]] = field(default_factory=list)
+    audit: list[dict[str, np.ndarray]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     codes: dict[str, str] = field(default_factory=dict)
 
@@ -354,57 +354,49 @@ def _unit_amount(items: Any, slot: int, qty: int) -> int:
 
 
 def _audit(job: Job, lines: pd.DataFrame, d: Any, p: Proposal) -> None:
+    """Keep the applied lines of a round as audit columns (written in one go by `apply`)."""
     applied = np.flatnonzero(d.status == APPLIED)
-    if not len(applied):
-        return
-    assert job.ledger is not None
-    f = job.file
-    ids = job.ledger.ids[p.pos[applied]].tolist()
-    job.audit.extend(
-        zip(
-            ids,
-            [f.id or None] * len(ids),
-            lines["line"].to_numpy()[applied].tolist(),
-            [f.channel] * len(ids),
-            [f.sender] * len(ids),
-            lines["reason"].to_numpy(dtype=object)[applied].tolist(),
-            [OPS[o] for o in d.op[applied].tolist()],
-            STATE_NAMES[d.old_state[applied]].tolist(),
-            STATE_NAMES[d.new_state[applied]].tolist(),
-            d.old_amount[applied].tolist(),
-            d.new_amount[applied].tolist(),
-            d.old_payout[applied].tolist(),
-            d.new_payout[applied].tolist(),
-            strict=True,
+    if len(applied):
+        job.audit.append(
+            {
+                "pos": p.pos[applied],
+                "line": lines["line"].to_numpy(dtype=np.int64)[applied],
+                "reason": lines["reason"].to_numpy(dtype=object)[applied],
+                "operation": np.asarray(OPS, dtype=object)[d.op[applied]],
+                "old_state": STATE_NAMES[d.old_state[applied]],
+                "new_state": STATE_NAMES[d.new_state[applied]],
+                "old_amount": d.old_amount[applied],
+                "new_amount": d.new_amount[applied],
+                "old_payout": d.old_payout[applied],
+                "new_payout": d.new_payout[applied],
+            }
         )
-    )
-
-
-AUDIT_COLUMNS = (
-    "action_id",
-    "file_id",
-    "line",
-    "channel",
-    "actor",
-    "reason",
-    "operation",
-    "old_state",
-    "new_state",
-    "old_amount",
-    "new_amount",
-    "old_payout",
-    "new_payout",
-    "at",
-)
 
 
 def apply(job: Job, conn: Connection) -> None:
-    """Write the changed actions (sorted) and their audit rows."""
+    """Write the changed actions and their audit rows, both sorted by action id."""
     assert job.ledger is not None
     lg.write_ledger(conn, job.ledger)
-    at = lg.ts_param(conn, job.now)
-    lg.bulk_insert(conn, "audit", AUDIT_COLUMNS, ((*row, at) for row in job.audit))
-    job.progress("write", len(job.audit), len(job.audit))
+    if not job.audit:
+        return
+    rounds = {name: np.concatenate([r[name] for r in job.audit]) for name in job.audit[0]}
+    job.audit.clear()
+    # Sorted by action (stable: an action's changes keep file order), so the action index grows
+    # at its end instead of taking one random B-tree insert per row.
+    rank = np.empty(len(job.ledger.ids), dtype=np.int64)
+    rank[lg.id_order(job.ledger)] = np.arange(len(job.ledger.ids))
+    order = np.argsort(rank[rounds["pos"]], kind="stable")
+    f = job.file
+    columns: lg.Columns = {
+        "action_id": job.ledger.ids[rounds.pop("pos")[order]],
+        "file_id": f.id or None,
+        "channel": f.channel,
+        "actor": f.sender,
+    }
+    columns |= {name: values[order] for name, values in rounds.items()}
+    columns["at"] = lg.ts_param(conn, job.now)
+    lg.bulk_insert(conn, "audit", columns)
+    job.progress("write", len(order), len(order))
 
 
 def record(job: Job, conn: Connection) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import Connection, select
 
 from ingest import tables as t
@@ -73,22 +77,29 @@ def load_actions(
     order_ids: Sequence[str],
     now: datetime,
 ) -> pd.DataFrame:
-    """The campaign's actions named by id or order id, with a `locked` flag (lock date passed)."""
-    cols = ", ".join(ACTION_COLUMNS)
-    locked = "CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
+    """The campaign's actions named by id or order id, with a `locked` flag (lock date passed).
+
+    Order columns (order id, event time) are read only when some row names an order.
+    """
+    names = [c for c in ACTION_COLUMNS if order_ids or c not in ("order_id", "event_at")]
     p = "?" if conn.dialect.name == "sqlite" else "%s"
-    base = f"SELECT {cols}, {locked.format(p=p)} FROM actions WHERE campaign_id = {p}"
+    locked = f"CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
+    base = f"SELECT {', '.join(names)}, {locked} FROM actions WHERE campaign_id = {p}"
     now_p = ts_param(conn, now)
+    raw: Any = conn.connection.driver_connection
+    cur = raw.cursor()  # plain tuples: no Row overhead
     rows: list[Any] = []
     if len(action_ids) + len(order_ids) >= FULL_SCAN_AT:
-        rows = list(conn.exec_driver_sql(base, (now_p, campaign_id)).fetchall())
+        cur.execute(base, (now_p, campaign_id))
+        rows = cur.fetchall()
     else:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
             for chunk in _chunks(sorted(set(keys)), CHUNK):
                 marks = ", ".join([p] * len(chunk))
-                sql = f"{base} AND {column} IN ({marks})"
-                rows.extend(conn.exec_driver_sql(sql, (now_p, campaign_id, *chunk)).fetchall())
-    frame = pd.DataFrame.from_records(rows, columns=[*ACTION_COLUMNS, "locked"])
+                cur.execute(f"{base} AND {column} IN ({marks})", (now_p, campaign_id, *chunk))
+                rows.extend(cur.fetchall())
+    cur.close()
+    frame = pd.DataFrame(rows, columns=[*names, "locked"])
     return frame.drop_duplicates("id") if len(frame) else frame
 
 
@@ -108,8 +119,13 @@ def build_ledger(
     actions: pd.DataFrame, items: pd.DataFrame, rules: dict[int, EventTypeRule]
 ) -> Ledger:
     """Arrays over the loaded actions (position = row of `actions`)."""
-    et = actions["event_type_id"].to_numpy()
-    rule = [rules[int(x)] for x in et]
+    trackers = sorted(rules)
+    which = pd.Index(trackers).get_indexer(actions["event_type_id"].to_numpy(dtype=np.int64))
+    table = [rules[tr] for tr in trackers]
+
+    def per_rule(values: list[Any], dtype: Any) -> np.ndarray:
+        return np.array(values, dtype=dtype)[which] if len(which) else np.zeros(0, dtype)
+
     pos_of = pd.Index(actions["id"].to_numpy(dtype=object))
     item_pos = pos_of.get_indexer(items["action_id"].to_numpy(dtype=object))
 
@@ -117,19 +133,20 @@ def build_ledger(
         return np.array(frame[col].to_numpy(dtype=np.int64, na_value=0), copy=True)
 
     def objs(frame: pd.DataFrame, col: str) -> np.ndarray:
-        return np.array([None if pd.isna(v) else v for v in frame[col]], dtype=object)
+        column = frame[col].astype(object)
+        return np.array(column.where(column.notna(), None).to_numpy(dtype=object), copy=True)
 
     return Ledger(
         ids=actions["id"].to_numpy(dtype=object),
         currency=actions["currency"].to_numpy(dtype=object),
-        kind=np.array([r.kind for r in rule], dtype=object),
+        kind=per_rule([r.kind for r in table], object),
         locked=actions["locked"].to_numpy(dtype=bool),
-        fixed_rule=np.array([r.payout_type == "fixed" for r in rule], dtype=bool),
-        percent_e4=np.array([r.percent_e4 for r in rule], dtype=np.int64),
-        fixed_cents=np.array([r.fixed_cents for r in rule], dtype=np.int64),
+        fixed_rule=per_rule([r.payout_type == "fixed" for r in table], bool),
+        percent_e4=per_rule([r.percent_e4 for r in table], np.int64),
+        fixed_cents=per_rule([r.fixed_cents for r in table], np.int64),
         amount=ints(actions, "amount"),
         payout=ints(actions, "payout"),
-        state=np.array([STATE_CODES[s] for s in actions["state"]], dtype=np.int8),
+        state=np.array(actions["state"].map(STATE_CODES), dtype=np.int8),
         mod_count=ints(actions, "mod_count"),
         customer_status=objs(actions, "customer_status"),
         orig_amount=ints(actions, "orig_amount"),
@@ -148,85 +165,124 @@ def build_ledger(
     )
 
 
+Columns = dict[str, Any]  # column name → numpy array (one value per row) or one scalar for all
+BATCH = 50_000
+
+
+def id_order(ledger: Ledger) -> np.ndarray:
+    """Positions of the ledger's actions sorted by id (arrow's sort: fast on 1M strings)."""
+    if ledger.order is None:
+        ids = pa.array(ledger.ids, type=pa.string())
+        ledger.order = np.asarray(pc.sort_indices(ids), dtype=np.int64)
+    return ledger.order
+
+
 def write_ledger(conn: Connection, ledger: Ledger) -> int:
     """Write every touched action and item back, sorted by key; return the number of actions."""
-    w = np.flatnonzero(ledger.touched)
-    order = w[np.argsort(ledger.ids[w], kind="stable")]
-    rows = list(
-        zip(
-            ledger.amount[order].tolist(),
-            ledger.payout[order].tolist(),
-            STATE_NAMES[ledger.state[order]].tolist(),
-            ledger.customer_status[order].tolist(),
-            ledger.mod_count[order].tolist(),
-            ledger.ids[order].tolist(),
-            strict=True,
-        )
-    )
-    cols = ("amount", "payout", "state", "customer_status", "mod_count")
-    bulk_update(conn, "actions", ("id",), cols, rows)
+    order = id_order(ledger)
+    order = order[ledger.touched[order]]
+    columns = {
+        "amount": ledger.amount[order],
+        "payout": ledger.payout[order],
+        "state": STATE_NAMES[ledger.state[order]],
+        "customer_status": ledger.customer_status[order],
+        "mod_count": ledger.mod_count[order],
+        "id": ledger.ids[order],
+    }
+    bulk_update(conn, "actions", ("id",), columns)
     it = ledger.items
     s = np.flatnonzero(it.touched)
     if len(s):
-        item_rows = [
-            (
-                int(it.quantity[i]),
-                int(it.amount[i]),
-                it.category[i],
-                ledger.ids[it.action_pos[i]],
-                it.sku[i],
-            )
-            for i in s
-        ]
-        item_rows.sort(key=lambda r: (r[3], r[4]))
-        bulk_update(
-            conn,
-            "action_items",
-            ("action_id", "sku"),
-            ("quantity", "amount", "category"),
-            item_rows,
-        )
+        keys = sorted(s.tolist(), key=lambda i: (ledger.ids[it.action_pos[i]], it.sku[i]))
+        s = np.array(keys, dtype=np.int64)
+        item_columns = {
+            "quantity": it.quantity[s],
+            "amount": it.amount[s],
+            "category": it.category[s],
+            "action_id": ledger.ids[it.action_pos[s]],
+            "sku": it.sku[s],
+        }
+        bulk_update(conn, "action_items", ("action_id", "sku"), item_columns)
     return len(order)
 
 
-def bulk_update(
-    conn: Connection,
-    table: str,
-    keys: Sequence[str],
-    cols: Sequence[str],
-    rows: list[tuple[Any, ...]],
-) -> None:
-    """UPDATE many rows by key: sorted executemany on SQLite, COPY + UPDATE … FROM on PostgreSQL."""
-    if not rows:
+def _length(columns: Columns) -> int:
+    return max((len(v) for v in columns.values() if isinstance(v, np.ndarray)), default=0)
+
+
+def _batches(columns: Columns) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows as tuples, BATCH at a time (bounded memory)."""
+    n = _length(columns)
+    for start in range(0, n, BATCH):
+        stop = min(n, start + BATCH)
+        parts = [
+            v[start:stop].tolist() if isinstance(v, np.ndarray) else repeat(v, stop - start)
+            for v in columns.values()
+        ]
+        yield list(zip(*parts, strict=False))
+
+
+def _csv_batches(columns: Columns) -> Iterator[bytes]:
+    """Rows as CSV (no header) for PostgreSQL's COPY, BATCH at a time; None → NULL."""
+    n = _length(columns)
+    for start in range(0, n, BATCH):
+        stop = min(n, start + BATCH)
+        arrays = [
+            _arrow(v[start:stop] if isinstance(v, np.ndarray) else v, stop - start)
+            for v in columns.values()
+        ]
+        table = pa.Table.from_arrays(arrays, names=list(columns))
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+        yield sink.getvalue().to_pybytes()
+
+
+def _arrow(values: Any, n: int) -> pa.Array:
+    if not isinstance(values, np.ndarray):
+        text = (
+            None
+            if values is None
+            else (values.isoformat() if isinstance(values, datetime) else str(values))
+        )
+        return pa.array([text] * n, type=pa.string())
+    if values.dtype.kind in "iub":
+        return pa.array(values)
+    return pa.array(values, type=pa.string(), from_pandas=True)
+
+
+def bulk_update(conn: Connection, table: str, keys: Sequence[str], columns: Columns) -> None:
+    """UPDATE many rows by key: sorted executemany on SQLite, COPY + UPDATE … FROM on PostgreSQL.
+
+    `columns` holds the new values, then the key columns last.
+    """
+    if not _length(columns):
         return
+    cols = [c for c in columns if c not in keys]
+    raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        _pg_update(conn, table, keys, cols, rows)
+        _pg_update(raw, table, keys, cols, columns)
         return
     sets = ", ".join(f"{c} = ?" for c in cols)
     where = " AND ".join(f"{k} = ?" for k in keys)
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cur.executemany(f"UPDATE {table} SET {sets} WHERE {where}", rows)
+    cur = raw.cursor()
+    for rows in _batches(columns):
+        cur.executemany(f"UPDATE {table} SET {sets} WHERE {where}", rows)
     cur.close()
 
 
 def _pg_update(
-    conn: Connection,
-    table: str,
-    keys: Sequence[str],
-    cols: Sequence[str],
-    rows: list[tuple[Any, ...]],
+    raw: Any, table: str, keys: Sequence[str], cols: list[str], columns: Columns
 ) -> None:
-    raw = conn.connection.driver_connection
-    names = [*cols, *keys]
+    names = list(columns)
     tmp = f"_upd_{table}"
-    with raw.cursor() as cur:  # type: ignore[union-attr]
+    with raw.cursor() as cur:
         cur.execute(
             f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {', '.join(names)} "
             f"FROM {table} WITH NO DATA"
         )
-        with cur.copy(f"COPY {tmp} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        with cur.copy(f"COPY {tmp} ({', '.join(names)}) FROM STDIN (FORMAT csv)") as copy:
+            for chunk in _csv_batches(columns):
+                copy.write(chunk)
         cur.execute(f"ANALYZE {tmp}")
         sets = ", ".join(f"{c} = u.{c}" for c in cols)
         where = " AND ".join(f"{table}.{k} = u.{k}" for k in keys)
@@ -234,22 +290,24 @@ def _pg_update(
         cur.execute(f"DROP TABLE {tmp}")
 
 
-def bulk_insert(
-    conn: Connection, table: str, cols: Sequence[str], rows: Iterable[tuple[Any, ...]]
-) -> None:
-    """INSERT many rows: executemany on SQLite, COPY on PostgreSQL."""
+def bulk_insert(conn: Connection, table: str, columns: Columns) -> None:
+    """INSERT many rows: batched executemany on SQLite, CSV COPY on PostgreSQL."""
+    if not _length(columns):
+        return
     raw: Any = conn.connection.driver_connection
+    names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         with (
             raw.cursor() as cur,
-            cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy,
+            cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy,
         ):
-            for row in rows:
-                copy.write_row(row)
+            for chunk in _csv_batches(columns):
+                copy.write(chunk)
         return
-    marks = ", ".join("?" * len(cols))
+    marks = ", ".join("?" * len(columns))
     cur = raw.cursor()
-    cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+    for rows in _batches(columns):
+        cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
     cur.close()
 
 

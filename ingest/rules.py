@@ -78,6 +78,7 @@ class Ledger:
     orig_customer_status: Obj
     items: Items
     touched: Bool = field(init=False)
+    order: I64 | None = field(init=False, default=None)  # positions sorted by id, when needed
 
     def __post_init__(self) -> None:
         self.touched = np.zeros(len(self.ids), dtype=bool)
