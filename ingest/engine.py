@@ -163,12 +163,14 @@ def match(job: Job, conn: Connection) -> None:
     valid = rows["error_code"].isna().to_numpy()
     by_id = valid & rows["action_id"].notna().to_numpy()
     by_order = valid & ~by_id
+    resets = bool((rows["reason"] == "RESET").any())
     actions = lg.load_actions(
         conn,
         job.campaign.id,
-        rows.loc[by_id, "action_id"].unique().tolist(),
-        rows.loc[by_order, "order_id"].unique().tolist(),
+        rows.loc[by_id, "action_id"],
+        rows.loc[by_order, "order_id"],
         job.now,
+        resets=resets,
     )
     pos = np.full(len(rows), -1, dtype=np.int64)
     code = rows["error_code"].to_numpy(dtype=object, na_value=None).copy()

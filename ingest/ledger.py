@@ -70,18 +70,38 @@ def event_types(conn: Connection) -> dict[int, EventTypeRule]:
     }
 
 
+INT_COLUMNS = frozenset(
+    {
+        "event_type_id",
+        "amount",
+        "payout",
+        "mod_count",
+        "orig_amount",
+        "orig_payout",
+        "has_items",
+        "locked",
+    }
+)
+ORDER_COLUMNS = ("order_id", "event_at")
+RESET_COLUMNS = ("orig_amount", "orig_payout", "orig_customer_status")
+
+
 def load_actions(
     conn: Connection,
     campaign_id: str,
-    action_ids: Sequence[str],
-    order_ids: Sequence[str],
+    action_ids: pd.Series,
+    order_ids: pd.Series,
     now: datetime,
+    *,
+    resets: bool = True,
 ) -> pd.DataFrame:
     """The campaign's actions named by id or order id, with a `locked` flag (lock date passed).
 
-    Order columns (order id, event time) are read only when some row names an order.
+    Order columns (order id, event time) are read only when some row names an order, original
+    values only when some row may RESET (otherwise they are the current values).
     """
-    names = [c for c in ACTION_COLUMNS if order_ids or c not in ("order_id", "event_at")]
+    skip = (() if len(order_ids) else ORDER_COLUMNS) + (() if resets else RESET_COLUMNS)
+    names = [c for c in ACTION_COLUMNS if c not in skip]
     p = "?" if conn.dialect.name == "sqlite" else "%s"
     locked = f"CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
     base = f"SELECT {', '.join(names)}, {locked} FROM actions WHERE campaign_id = {p}"
@@ -89,18 +109,40 @@ def load_actions(
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()  # plain tuples: no Row overhead
     rows: list[Any] = []
-    if len(action_ids) + len(order_ids) >= FULL_SCAN_AT:
+    scan = len(action_ids) + len(order_ids) >= FULL_SCAN_AT
+    if scan:
         cur.execute(base, (now_p, campaign_id))
         rows = cur.fetchall()
     else:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
-            for chunk in _chunks(sorted(set(keys)), CHUNK):
+            for chunk in _chunks(sorted(set(keys.tolist())), CHUNK):
                 marks = ", ".join([p] * len(chunk))
                 cur.execute(f"{base} AND {column} IN ({marks})", (now_p, campaign_id, *chunk))
                 rows.extend(cur.fetchall())
     cur.close()
-    frame = pd.DataFrame(rows, columns=[*names, "locked"])
-    return frame.drop_duplicates("id") if len(frame) else frame
+    frame = _frame(rows, [*names, "locked"])
+    for original, current in zip(
+        RESET_COLUMNS, ("amount", "payout", "customer_status"), strict=True
+    ):
+        if original not in frame:
+            frame[original] = frame[current]
+    return frame if scan else frame.drop_duplicates("id")
+
+
+def _frame(rows: list[tuple[Any, ...]], names: list[str]) -> pd.DataFrame:
+    """Rows to a frame column by column (much faster than pandas' generic row path)."""
+    if not rows:
+        return pd.DataFrame(
+            {n: pd.Series(dtype=np.int64 if n in INT_COLUMNS else object) for n in names}
+        )
+    columns = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            name: np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
+            for name, col in zip(names, columns, strict=True)
+        },
+        copy=False,
+    )
 
 
 def load_items(conn: Connection, action_ids: Sequence[str]) -> pd.DataFrame:

@@ -164,7 +164,7 @@ def _canonical_frame(
     raw: RawTable, mapping: dict[str, int], wide: dict[int, dict[str, int]], item_level: bool
 ) -> pd.DataFrame:
     n = len(raw.frame)
-    empty = pd.Series(pd.array([None] * n, dtype="string[pyarrow]"))
+    empty = pd.Series(pa.nulls(n, pa.string()), dtype="string[pyarrow]")
     fields = (
         "action_id",
         "order_id",
@@ -266,6 +266,14 @@ def _money(s: pd.Series, column: str) -> tuple[pd.Series, list[Check]]:
     return result, [(bad, "MALFORMED", message)]
 
 
+def _whole_numbers(s: pd.Series, ok: Mask) -> pd.Series:
+    """Digits-only text (already checked: `ok`) as nullable integers; the rest missing."""
+    values = np.zeros(len(s), dtype=np.int64)
+    if ok.any():
+        values[ok] = s[ok].astype(np.int64).to_numpy()
+    return pd.Series(pd.arrays.IntegerArray(values, ~ok))
+
+
 def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFrame:
     """Type the canonical columns and mark each invalid row with its first error."""
     n = len(frame)
@@ -348,8 +356,8 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
     q = out["quantity"]
     q_ok = _full(q, r"\d{1,6}")
     checks.append((_has(q) & ~q_ok, "MALFORMED", "Quantity must be a whole number ≥ 0"))
-    out["quantity"] = pd.to_numeric(q.where(q_ok), errors="coerce").astype("Int64")
-    out["tracker"] = pd.to_numeric(tr.where(tracker_ok), errors="coerce").astype("Int64")
+    out["quantity"] = _whole_numbers(q, q_ok)
+    out["tracker"] = _whole_numbers(tr, tracker_ok)
     item = np.asarray(out["is_item"].to_numpy(dtype=bool), dtype=bool)
     checks.append((item & ~_has(q), "MALFORMED", "Quantity is required on item rows"))
     checks.append(
@@ -370,8 +378,8 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
         )
     )
     code, message = _first_error(checks, n)
-    out["error_code"] = pd.array(code, dtype="string[pyarrow]")
-    out["error_message"] = pd.array(message, dtype="string[pyarrow]")
+    out["error_code"] = pd.Series(code, dtype=object)
+    out["error_message"] = pd.Series(message, dtype=object)
     return out
 
 

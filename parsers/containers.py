@@ -1,6 +1,8 @@
 """Archives around one data file (.gz, .zip), opened in memory under hard size bounds.
 
-A .gz is stream-decompressed and stops at `ParseLimits.max_uncompressed_bytes`. A .zip must hold
+A .gz is stream-decompressed and stops at `ParseLimits.max_uncompressed_bytes`, or as soon as its
+output passes 1 MiB and 200 times the compressed bytes read so far (a gzip bomb is refused after
+a few MiB, not after the bound). A .zip must hold
 exactly one data file once directories, ``__MACOSX/``, dotfiles and desktop litter are ignored;
 its members are read in memory and never extracted to disk. An archive inside an archive is
 refused. A member that unpacks to more than 200 times its packed size is refused as a likely zip
@@ -71,12 +73,12 @@ def open_zip(data: bytes, what: str) -> zipfile.ZipFile:
 
 
 def gunzip(data: bytes, limits: ParseLimits) -> bytes:
-    """Decompress every gzip member in `data`, stopping as soon as the output passes the bound."""
+    """Decompress every gzip member in `data`, stopping as soon as the output passes a bound."""
     out = bytearray()
     rest = data
     try:
         while rest:
-            rest = _inflate_member(rest, out, limits.max_uncompressed_bytes)
+            rest = _inflate_member(rest, out, limits.max_uncompressed_bytes, len(data) - len(rest))
             if not rest.strip(b"\x00"):
                 break  # zero padding after the last member is harmless
             if not rest.startswith(b"\x1f\x8b"):
@@ -88,8 +90,11 @@ def gunzip(data: bytes, limits: ParseLimits) -> bytes:
     return bytes(out)
 
 
-def _inflate_member(data: bytes, out: bytearray, bound: int) -> bytes:
-    """Append one gzip member's output to `out`; return the bytes that follow the member."""
+def _inflate_member(data: bytes, out: bytearray, bound: int, read_before: int) -> bytes:
+    """Append one gzip member's output to `out`; return the bytes that follow the member.
+
+    `read_before` is how many compressed bytes earlier members used, for the ratio check.
+    """
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     pending = data
     while not inflater.eof:
@@ -98,7 +103,8 @@ def _inflate_member(data: bytes, out: bytearray, bound: int) -> bytes:
         if len(out) > bound:
             raise FileRejected(TOO_LARGE, _too_large("the .gz file", bound))
         pending = inflater.unconsumed_tail
-        if not chunk and not pending:
+        check_ratio("the .gz file", len(out), read_before + len(data) - len(pending))
+        if not chunk and not pending and not inflater.eof:  # eof here: an empty member
             raise FileRejected(
                 CORRUPT_ARCHIVE, "the .gz file ends early (it is truncated); send it again"
             )
@@ -182,11 +188,16 @@ def _check_size(label: str, size: int, compressed: int, limits: ParseLimits) -> 
         raise FileRejected(
             TOO_LARGE, _too_large(f"the zip member {label}", limits.max_uncompressed_bytes)
         )
+    check_ratio(f"the zip member {label}", size, compressed)
+
+
+def check_ratio(what: str, size: int, compressed: int) -> None:
+    """Refuse output over 1 MiB that is more than 200 times the compressed bytes behind it."""
     ratio = size / max(compressed, 1)
     if size > RATIO_CHECK_FLOOR and ratio > MAX_COMPRESSION_RATIO:
         raise FileRejected(
             TOO_LARGE,
-            f"the zip member {label} unpacks {ratio:,.0f} times larger than it is packed (the "
+            f"{what} unpacks {ratio:,.0f} times larger than it is packed (the "
             f"limit is {MAX_COMPRESSION_RATIO}:1, against zip bombs); send the file itself",
         )
 
@@ -199,6 +210,12 @@ def _read_zip_member(
     try:
         with archive.open(member) as stream:
             payload = stream.read(bound + 1)
+    except NotImplementedError as exc:  # e.g. Deflate64, which zipfile cannot unpack
+        raise FileRejected(
+            UNSUPPORTED_FORMAT,
+            f"the zip member {member.filename!r} is packed with a method that cannot be unpacked "
+            f"({exc}); zip it again with the standard method (Deflate)",
+        ) from None
     except ZIP_ERRORS as exc:
         raise FileRejected(CORRUPT_ARCHIVE, _damaged(repr(member.filename), exc)) from None
     if len(payload) > bound:

@@ -18,6 +18,9 @@ The accepted shape (see fixtures/formats/example.xml)::
 - Line = the row element's ordinal + 1, so the first row is Line 2, as in a CSV file.
 - A row whose field holds child elements, or that repeats a field, goes to `RawTable.bad_rows`;
   a row with no fields is skipped (but counted). Malformed XML rejects the whole file.
+- Elements nested deeper than `MAX_DEPTH` reject the file: the parser holds every open element,
+  so a file of ``<a><a><a>…`` would otherwise cost ~100 bytes of memory per 3 bytes read. More
+  than `parsers.csvfile.MAX_COLUMNS` distinct field names reject it too (TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from defusedxml.ElementTree import iterparse
 
 from ingest.errors import EMPTY_FILE, NO_HEADER, TOO_MANY_ROWS, UNREADABLE, FileRejected
 from parsers.base import ParseLimits, RawTable
-from parsers.csvfile import text_frame
+from parsers.csvfile import check_width, text_frame
 
 SHAPE = "<Returns><Return><ActionId>…</ActionId><Amount>…</Amount>…</Return>…</Returns>"
+MAX_DEPTH = 32  # the shape needs 3 levels; a nested field's content is a bad row, not an error
 
 
 @dataclass
@@ -63,6 +67,7 @@ class _Collector:
         """Keep a complete row, or record why it is bad; skip a row without any value."""
         if any(row.values.values()):
             self.header.update(dict.fromkeys(row.values))
+            check_width(len(self.header))
         if row.problem:
             self.bad_rows.append((row.line, row.problem))
         elif any(row.values.values()):
@@ -120,19 +125,28 @@ def _stream(data: bytes, collector: _Collector) -> None:
     for event, element in events:
         if event == "start":
             depth += 1
+            if depth > MAX_DEPTH:
+                raise FileRejected(UNREADABLE, _too_deep(row))
             if depth == 1:
                 root = element
             elif depth == 2:
                 row = collector.start_row(element)
+                check_width(len(row.values))
             elif depth == 4 and row is not None:
                 row.problem = row.problem or _nested(element)
             continue
         if depth == 3 and row is not None:
             row.add(local_name(element.tag), element.text)
+            check_width(len(row.values))
         elif depth == 2 and row is not None and root is not None:
             collector.finish_row(row)
             root.clear()  # drop the rows read so far: memory stays flat
         depth -= 1
+
+
+def _too_deep(row: _Row | None) -> str:
+    where = f" in the row at line {row.line}" if row else ""
+    return f"elements are nested more than {MAX_DEPTH} levels deep{where}; the shape is {SHAPE}"
 
 
 def _nested(element: Element) -> str:
