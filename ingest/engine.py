@@ -164,6 +164,7 @@ def match(job: Job, conn: Connection) -> None:
     by_id = valid & rows["action_id"].notna().to_numpy()
     by_order = valid & ~by_id
     resets = bool((rows["reason"] == "RESET").any())
+    statuses = bool(rows["customer_status"].notna().any())
     actions = lg.load_actions(
         conn,
         job.campaign.id,
@@ -171,6 +172,8 @@ def match(job: Job, conn: Connection) -> None:
         rows.loc[by_order, "order_id"],
         job.now,
         resets=resets,
+        statuses=statuses,
+        currencies=bool(rows["currency"].notna().any()),
     )
     pos = np.full(len(rows), -1, dtype=np.int64)
     code = rows["error_code"].to_numpy(dtype=object, na_value=None).copy()
@@ -184,10 +187,12 @@ def match(job: Job, conn: Connection) -> None:
     code[missing] = "ACTION_NOT_FOUND"
     message[missing] = "no such action in this campaign"
     has_items = actions["has_items"].to_numpy(dtype=bool) if len(actions) else np.zeros(0, bool)
-    wanted = np.unique(pos[pos >= 0])
-    with_items = wanted[has_items[wanted]] if len(wanted) else wanted
-    items = lg.load_items(conn, actions["id"].to_numpy(dtype=object)[with_items].tolist())
-    job.ledger = lg.build_ledger(actions, items, rules)
+    with_items: list[str] = []
+    if has_items.any():
+        wanted = np.unique(pos[pos >= 0])
+        with_items = actions["id"].to_numpy(dtype=object)[wanted[has_items[wanted]]].tolist()
+    items = lg.load_items(conn, with_items)
+    job.ledger = lg.build_ledger(actions, items, rules, status_known=statuses or resets)
     job.lines = _line_table(rows, pos, code, message)
     job.progress("match", len(rows), len(rows))
 

@@ -94,13 +94,20 @@ def load_actions(
     now: datetime,
     *,
     resets: bool = True,
+    statuses: bool = True,
+    currencies: bool = True,
 ) -> pd.DataFrame:
     """The campaign's actions named by id or order id, with a `locked` flag (lock date passed).
 
-    Order columns (order id, event time) are read only when some row names an order, original
-    values only when some row may RESET (otherwise they are the current values).
+    Columns a file cannot need are not read: order id and event time unless some row names an
+    order; original values unless some row may RESET (they are then the current values);
+    customer status unless some row sets one or may RESET; currency unless some row gives one.
+    Missing ones come back as None (and `write_ledger` leaves them alone).
     """
-    skip = (() if len(order_ids) else ORDER_COLUMNS) + (() if resets else RESET_COLUMNS)
+    skip: tuple[str, ...] = () if len(order_ids) else ORDER_COLUMNS
+    skip += () if resets else RESET_COLUMNS
+    skip += () if statuses or resets else ("customer_status",)
+    skip += () if currencies else ("currency",)
     names = [c for c in ACTION_COLUMNS if c not in skip]
     p = "?" if conn.dialect.name == "sqlite" else "%s"
     locked = f"CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
@@ -121,6 +128,9 @@ def load_actions(
                 rows.extend(cur.fetchall())
     cur.close()
     frame = _frame(rows, [*names, "locked"])
+    for column in ("customer_status", "currency"):
+        if column not in frame:
+            frame[column] = pd.Series([None] * len(frame), dtype=object)
     for original, current in zip(
         RESET_COLUMNS, ("amount", "payout", "customer_status"), strict=True
     ):
@@ -158,7 +168,11 @@ def load_items(conn: Connection, action_ids: Sequence[str]) -> pd.DataFrame:
 
 
 def build_ledger(
-    actions: pd.DataFrame, items: pd.DataFrame, rules: dict[int, EventTypeRule]
+    actions: pd.DataFrame,
+    items: pd.DataFrame,
+    rules: dict[int, EventTypeRule],
+    *,
+    status_known: bool = True,
 ) -> Ledger:
     """Arrays over the loaded actions (position = row of `actions`)."""
     trackers = sorted(rules)
@@ -194,6 +208,7 @@ def build_ledger(
         orig_amount=ints(actions, "orig_amount"),
         orig_payout=ints(actions, "orig_payout"),
         orig_customer_status=objs(actions, "orig_customer_status"),
+        status_known=status_known,
         items=Items(
             action_pos=item_pos.astype(np.int64),
             sku=items["sku"].to_numpy(dtype=object),
@@ -231,6 +246,8 @@ def write_ledger(conn: Connection, ledger: Ledger) -> int:
         "mod_count": ledger.mod_count[order],
         "id": ledger.ids[order],
     }
+    if not ledger.status_known:  # not read, so not written either
+        del columns["customer_status"]
     bulk_update(conn, "actions", ("id",), columns)
     it = ledger.items
     s = np.flatnonzero(it.touched)

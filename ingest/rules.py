@@ -77,6 +77,7 @@ class Ledger:
     orig_payout: I64
     orig_customer_status: Obj
     items: Items
+    status_known: bool = True  # False when customer statuses were not read (none needed)
     touched: Bool = field(init=False)
     order: I64 | None = field(init=False, default=None)  # positions sorted by id, when needed
 

@@ -1,0 +1,1 @@
+"""Fault injection against real processes: kill -9, a full disk, a stopped database, a stall."""
