@@ -36,5 +36,13 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --rows 1000000 --json
 
+## Long fuzzing run (tens of thousands of examples per parser).
+fuzz: $(STAMP)
+	RETURNSD_LONG=1 $(BIN)/pytest tests/test_fuzz.py -q $(PYTEST_ARGS)
+
+## Fault injection, long form: 25 kill -9 rounds plus the other faults; prints FAULTS lines.
+faults: $(STAMP)
+	RETURNSD_LONG=1 $(BIN)/pytest tests/faults -s -q $(PYTEST_ARGS)
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
