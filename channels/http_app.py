@@ -19,6 +19,7 @@ finished without a result CSV (FAILED, DUPLICATE: the status says why).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated, Any
 
@@ -47,6 +48,7 @@ from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
 
 CHANNEL = "http"
+log = logging.getLogger("returnsd.http")
 MAX_CONCURRENT_UPLOADS = 8
 SCRYPT_AT_ONCE = 2
 bearer = HTTPBearer(auto_error=False, description="The campaign's upload token")
@@ -176,7 +178,11 @@ class HttpApi:
         except SpoolFull as exc:
             raise BodyError(507, "SPOOL_FULL", str(exc)) from exc
         except Transient as exc:
-            raise BodyError(503, "TRY_AGAIN", str(exc)) from exc
+            # The detail (e.g. the database's address) is for the operator's log, not the caller.
+            log.warning("http upload for %s not stored: %s", campaign, exc)
+            raise BodyError(
+                503, "TRY_AGAIN", "temporarily unable to store the file; retry"
+            ) from exc
         event = "duplicate" if acc.duplicate else "received"
         file_event(
             event,

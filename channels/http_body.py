@@ -6,6 +6,7 @@ in the spool's tmp folder (same file system), and reading stops as soon as the l
 
 from __future__ import annotations
 
+import errno
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -107,11 +108,21 @@ async def read_raw(stream: AsyncIterator[bytes], name: str, limit: int, tmp: Pat
             if size > limit:
                 raise too_large(limit)
             out.write(chunk)
+    except OSError as exc:
+        out.close()
+        raise _disk_error(exc) from exc
     except BaseException:
         out.close()
         raise
     out.seek(0)
     return Upload(name, out, size, [out])
+
+
+def _disk_error(exc: OSError) -> BodyError | OSError:
+    """A full disk while buffering the body is the spool being full: 507, try later."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BodyError(507, "SPOOL_FULL", "no space left to receive the file; try again later")
+    return exc
 
 
 async def read_multipart(
@@ -142,6 +153,9 @@ async def read_multipart(
     except FormParserError as exc:
         _close(files)
         raise BodyError(400, "BAD_MULTIPART", f"malformed multipart body: {exc}") from exc
+    except OSError as exc:
+        _close(files)
+        raise _disk_error(exc) from exc
     except BaseException:
         _close(files)
         raise

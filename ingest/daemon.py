@@ -13,6 +13,7 @@ from ingest.config import Settings
 from ingest.errors import Transient
 from ingest.events import file_event
 from ingest.results import FileOutcome, ResultStore
+from ingest.retention import sweep_orphans
 from ingest.spool import Spool
 from ingest.store import Store
 from ingest.worker import Worker
@@ -110,6 +111,7 @@ class Daemon:
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
         self.workers[0].recover()
+        sweep_orphans(self.settings, self.store)
         self.ctx.spool.on_queued(self._wake_workers)
         for i, worker in enumerate(self.workers):
             self._thread(f"worker-{i}", partial(worker.run, self.stopping))

@@ -37,17 +37,38 @@ def purge(settings: Settings, store: Store, now: datetime | None = None) -> int:
         with store.begin() as conn:
             conn.execute(delete(t.results).where(t.results.c.file_id == file_id))
             conn.execute(update(t.files).where(t.files.c.id == file_id).values(spool_path=""))
-    _purge_orphans(settings, cutoff)
+    sweep_orphans(settings, store, now)
     if old:
         log.info("retention: removed results and spooled bytes of %d files", len(old))
     return len(old)
 
 
-def _purge_orphans(settings: Settings, cutoff: datetime) -> None:
-    """Remove temporary spool files left by a crash before they were recorded."""
-    tmp = settings.path(settings.spool_dir) / "tmp"
-    if not tmp.is_dir():
-        return
-    for p in tmp.iterdir():
-        if datetime.fromtimestamp(p.stat().st_mtime, UTC) < cutoff:
-            p.unlink(missing_ok=True)
+ORPHAN_AGE = timedelta(hours=1)
+
+
+def sweep_orphans(settings: Settings, store: Store, now: datetime | None = None) -> int:
+    """Remove spool bytes that were never recorded (a crash or an outage between the rename and
+    the record: the sender got no acknowledgement and sends again) and stale temporary files."""
+    cutoff = (now or datetime.now(UTC)) - ORPHAN_AGE
+    root = settings.path(settings.spool_dir)
+    if not root.is_dir():
+        return 0
+    old = [p for p in root.glob("*/*") if p.is_file() and _mtime(p) < cutoff]
+    temporary = [p for p in old if p.parent.name == "tmp"]
+    spooled = {p.name: p for p in old if p.parent.name != "tmp"}
+    known: set[str] = set()
+    names = sorted(spooled)
+    with store.read() as conn:
+        for i in range(0, len(names), 500):
+            q = select(t.files.c.id).where(t.files.c.id.in_(names[i : i + 500]))
+            known.update(conn.scalars(q))
+    orphans = [*temporary, *(p for name, p in spooled.items() if name not in known)]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    if orphans:
+        log.info("retention: removed %d unrecorded spool files", len(orphans))
+    return len(orphans)
+
+
+def _mtime(p: Path) -> datetime:
+    return datetime.fromtimestamp(p.stat().st_mtime, UTC)

@@ -67,6 +67,7 @@ class Worker:
         self.tag = worker_name()
         self.on_finished = on_finished
         self.wake = threading.Event()
+        self.unreleased: set[str] = set()  # files to put back in the queue once the DB is back
 
     def recover(self) -> int:
         """Requeue files whose worker died mid-way (or fail them after max attempts)."""
@@ -167,15 +168,23 @@ class Worker:
             self.on_finished(rec.id)
 
     def _release(self, rec: FileRecord, why: str) -> None:
-        try:
-            with self.store.begin() as conn:
-                conn.execute(
-                    update(t.files)
-                    .where(t.files.c.id == rec.id)
-                    .values(status=QUEUED, worker=None, error_message=why)
-                )
-        except Transient:
-            log.warning("could not requeue %s (database down); recovery will", rec.id)
+        self.unreleased.add(rec.id)
+        self._release_pending(why)
+
+    def _release_pending(self, why: str = "requeued after a database outage") -> None:
+        """Put files this worker gave up on back in the queue (retried until the DB answers)."""
+        for file_id in sorted(self.unreleased):
+            try:
+                with self.store.begin() as conn:
+                    conn.execute(
+                        update(t.files)
+                        .where(t.files.c.id == file_id, t.files.c.status == PROCESSING)
+                        .values(status=QUEUED, worker=None, error_message=why)
+                    )
+            except Transient:
+                log.warning("could not requeue %s yet (database down); will retry", file_id)
+                return
+            self.unreleased.discard(file_id)
 
     def _fail(self, rec: FileRecord, code: str, message: str) -> None:
         with self.store.begin() as conn:
@@ -208,6 +217,8 @@ class Worker:
         """Loop until `stop` is set: process queued files, sleep until woken or idle time."""
         while not stop.is_set():
             try:
+                if self.unreleased:
+                    self._release_pending()
                 if self.drain(stop) == 0:
                     self.wake.wait(idle_seconds)
                     self.wake.clear()

@@ -13,8 +13,6 @@ import os
 import time
 from collections.abc import Callable
 
-import pytest
-
 from ingest.config import Settings
 from ingest.retention import purge
 from ingest.spool import Spool
@@ -52,12 +50,6 @@ def test_retention_removes_a_stale_part_file(make_settings: Callable[..., Settin
     assert "20200101000000deadbeef00.part" not in left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: bytes renamed into spool/<campaign>/ whose record was never committed (kill -9 "
-    "between Spool._store_bytes and Spool._record) are never removed: ingest/retention.py only "
-    "sweeps spool/tmp and the spool_path of recorded files",
-)
 def test_retention_removes_an_unrecorded_spool_file(make_settings: Callable[..., Settings]) -> None:
     left = leftovers(make_settings)
     assert left == []

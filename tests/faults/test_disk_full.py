@@ -227,11 +227,6 @@ def test_spool_full_every_channel_answers_a_temporary_error(spool_full: Rig) -> 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an API body over 1 MiB spills to the spool's tmp folder; ENOSPC there escapes "
-    "read_multipart / read_raw (channels/http_body.py) as a bare OSError: 500, not 507",
-)
 @pytest.mark.parametrize("key", ["http_big", "raw_big"])
 def test_spool_full_large_api_upload_answers_507(spool_full: Rig, key: str) -> None:
     refused_then_accepted(spool_full, {key: (507,)})

@@ -156,12 +156,6 @@ def test_database_down_refuses_temporarily_then_catches_up(
     assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a file PROCESSING when the database goes away stays PROCESSING until the daemon "
-    "restarts: Worker._release (ingest/worker.py) cannot requeue it while the database is down "
-    "and logs 'recovery will', but recover() runs only at start and skips this process's files",
-)
 def test_file_in_processing_when_the_database_stops_is_finished_once_it_returns(
     cluster: PrivatePostgres, daemon: DaemonProcess
 ) -> None:
@@ -186,12 +180,6 @@ def test_file_in_processing_when_the_database_stops_is_finished_once_it_returns(
     assert (verdict.lost, verdict.applied_twice, verdict.wrong_ledger) == ([], [], [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the API's 503 while the database is down carries the driver's message, i.e. the "
-    "database's address and port, to the client (channels/http_app.py HttpApi._store puts "
-    "str(Transient) in the body; ingest/store.py Store.begin builds it from exc.orig)",
-)
 def test_database_down_503_does_not_reveal_the_database(
     make_settings: Callable[..., Settings],
 ) -> None:
