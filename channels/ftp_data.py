@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 from typing import Any, ClassVar
 
 from pyftpdlib.handlers import DTPHandler
@@ -83,7 +84,14 @@ class Dtp(DTPHandler):
         super().handle_timeout()
 
     def handle_error(self) -> None:
-        """Mark the upload as cut off, then let pyftpdlib answer 426."""
+        """Mark the upload as cut off; a full disk answers 452, anything else pyftpdlib's 426."""
+        exc = sys.exc_info()[1]
+        cause = exc.__cause__ if exc is not None and exc.__cause__ is not None else exc
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.cut_reason = "no space left on the server"
+            self._resp = ("452 Insufficient storage space; nothing was stored.", log.warning)
+            self.close()
+            return
         self.cut_reason = self.cut_reason or "data connection error"
         super().handle_error()
 

@@ -75,6 +75,13 @@ class Waker(AsyncChat):
 class JailedFS(AbstractedFS):
     """pyftpdlib's virtual file system, minus the process-wide `os.chdir` on CWD."""
 
+    def open(self, filename: str, mode: str) -> Any:
+        """Open a file; uploads unbuffered, so a full disk fails the write that hit it (452)
+        instead of a flush at close, after the data connection is gone."""
+        if "w" in mode or "a" in mode:
+            return open(filename, mode, buffering=0)
+        return open(filename, mode)
+
     def chdir(self, path: str) -> None:
         """Change the session's working folder without touching the process's."""
         if not os.path.isdir(path):

@@ -236,20 +236,9 @@ def test_ftp_home_full_large_upload_is_refused_temporarily(all_full: Rig) -> Non
     refused_then_accepted(all_full, {"ftp_big": TEMPORARY})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an upload of the home's full disk is answered '426 None; transfer aborted.' "
-    "(pyftpdlib's handle_error text) instead of 452 insufficient storage",
-)
 def test_ftp_home_full_large_upload_answers_452(all_full: Rig) -> None:
     refused_then_accepted(all_full, {"ftp_big": (451, 452)})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a small upload to a full home fails only when the buffered file is closed: "
-    "OSError(ENOSPC) escapes Dtp.handle_close → DTPHandler.close (channels/ftp_data.py), and the "
-    "client gets no reply at all until its own timeout",
-)
 def test_ftp_home_full_small_upload_is_refused_temporarily(all_full: Rig) -> None:
     refused_then_accepted(all_full, {"ftp": (451, 452)})
