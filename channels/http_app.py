@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -63,6 +64,13 @@ def _peer(request: Request) -> str | None:
 
 def _refused(request: Request, campaign: str, outcome: str) -> None:
     file_event("refused", channel=CHANNEL, campaign=campaign, peer=_peer(request), outcome=outcome)
+
+
+def attachment(name: str) -> str:
+    """Content-Disposition for `name`: plain when it is safe ASCII, else RFC 6266's UTF-8 form."""
+    if all(c.isascii() and c.isprintable() and c not in '"\\;' for c in name):
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -240,8 +248,8 @@ class HttpApi:
         data = await run_in_threadpool(found.result_csv)
         if data is None:
             return _error(404, "NO_RESULT", f"file is {found.status}: no result CSV; see status")
-        disposition = f'attachment; filename="{found.result_name}"'
-        return Response(data, media_type="text/csv", headers={"Content-Disposition": disposition})
+        headers = {"Content-Disposition": attachment(found.result_name)}
+        return Response(data, media_type="text/csv", headers=headers)
 
     async def receipt(self, request: Request, file_id: str, cred: Token) -> Response:
         """The receipt as text (id, name, size, sha256, status)."""

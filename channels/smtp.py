@@ -73,7 +73,12 @@ class SmtpChannel:
 
     def start(self) -> None:
         """Listen; return once the server answers, or raise ChannelError (address and cause)."""
-        from channels.smtp_server import Authenticator, PortController, SmtpHandler
+        from channels.smtp_server import (
+            COMMAND_CALL_LIMIT,
+            Authenticator,
+            PortController,
+            SmtpHandler,
+        )
 
         if self.ctx.settings.channels.smtp is None:
             raise ChannelError("smtp: channels.smtp is not configured")
@@ -98,6 +103,9 @@ class SmtpChannel:
             authenticator=Authenticator(users) if users else None,
             auth_required=bool(users),
             auth_require_tls=True,
+            timeout=self.options.idle_timeout,
+            command_call_limit=COMMAND_CALL_LIMIT,
+            per_ip=self.options.max_connections_per_ip,
         )
         try:
             controller.start()

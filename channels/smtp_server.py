@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from email.message import EmailMessage, Message
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -228,6 +228,43 @@ class Authenticator:
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
 
+# aiosmtpd resets its idle timer on every valid command: cap the cheap ones so a client cannot
+# hold a connection open forever with NOOPs.
+COMMAND_CALL_LIMIT = {"NOOP": 20, "HELP": 5, "VRFY": 5, "EXPN": 5, "RSET": 50, "*": 1000}
+
+
+class LimitedSMTP(SMTP):
+    """aiosmtpd's SMTP session, refusing (421) connections over a per-address cap."""
+
+    def __init__(self, *args: Any, per_ip: int, counts: dict[str, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_ip, self._counts, self._counted = per_ip, counts, ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection (once: STARTTLS calls this again); 421 over the cap."""
+        if not self._counted:
+            peer = transport.get_extra_info("peername") or ("?",)
+            ip = str(peer[0])
+            if self._counts.get(ip, 0) >= self._per_ip:
+                cast(asyncio.WriteTransport, transport).write(
+                    b"421 4.7.0 Too many connections from your address\r\n"
+                )
+                transport.close()
+                return
+            self._counts[ip] = self._counts.get(ip, 0) + 1
+            self._counted = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Release the connection's place under the cap."""
+        if self._counted:
+            self._counts[self._counted] -= 1
+            if not self._counts[self._counted]:
+                del self._counts[self._counted]
+            self._counted = ""
+        super().connection_lost(exc)
+
+
 class PortController(Controller):
     """aiosmtpd's threaded Controller that works on port 0 and fails at once when bind fails.
 
@@ -244,6 +281,17 @@ class PortController(Controller):
         if self._thread_exception is not None:
             raise self._thread_exception
         super()._trigger_server()
+
+    def __init__(self, *args: Any, per_ip: int = 1_000_000, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_ip = per_ip
+        self._counts: dict[str, int] = {}  # only touched on the controller's event loop
+
+    def factory(self) -> SMTP:
+        """A session limited per address."""
+        return LimitedSMTP(
+            self.handler, per_ip=self._per_ip, counts=self._counts, **self.SMTP_kwargs
+        )
 
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
         return self._bind()

@@ -258,6 +258,8 @@ class SmtpChannel(Listen):
     relay_user: str | None = None
     relay_password: Secret | None = None
     from_address: str = "returns@returns.localhost"
+    idle_timeout: int = Field(default=300, ge=1)  # seconds without a command (or all of DATA)
+    max_connections_per_ip: int = Field(default=20, ge=1)
 
 
 class HttpChannel(Listen):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ RESERVED_PREFIXES = ("receipt_", "result_")
 # Failures of returnsd itself, not of the file: the same bytes sent again are processed anew.
 RETRYABLE = ("INTERNAL_ERROR", "INTERRUPTED")
 CHUNK = 1024 * 1024
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class Spool:
         """
         if self.settings.campaign(campaign) is None:
             raise UnknownCampaign(f"unknown campaign {campaign!r}")
-        base = os.path.basename(name.replace("\\", "/")) or "upload"
+        # Only the base name, without control characters (they break headers, mails, databases).
+        base = CONTROL.sub("_", os.path.basename(name.replace("\\", "/"))) or "upload"
         if is_reserved_name(base):
             raise FileRejected(
                 errors.RESERVED_NAME,

@@ -17,6 +17,8 @@ from ingest.config import Settings
 from ingest.spool import Spool
 from ingest.store import Store, prepare
 
+pytest_plugins = ["tests.secrets_scan"]  # secrets never in logs: see tests/secrets_scan.py
+
 PG_URL = os.environ.get("RETURNSD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE = set(filter(None, os.environ.get("RETURNSD_REQUIRE", "").split(",")))
 
