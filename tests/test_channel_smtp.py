@@ -8,7 +8,6 @@ import datetime as dt
 import email
 import hashlib
 import io
-import ipaddress
 import json
 import logging
 import smtplib
@@ -34,6 +33,7 @@ from ingest.results import FileOutcome, ResultStore
 from ingest.spool import Spool
 from ingest.store import Store, prepare
 from tests.conftest import campaign_dict
+from tests.tls import self_signed as _self_signed
 
 ADDRESS = "returns+acme@returns.example"
 CSV_A = b"ActionId,Amount,Reason\r\n1000.1.1,0,ITEM_RETURNED\r\n"
@@ -405,43 +405,6 @@ def test_start_fails_with_address_when_port_taken(harness: Callable[..., Harness
         h = harness(port=port)
         with pytest.raises(ChannelError, match=f"127.0.0.1:{port}"):
             h.channel.start()
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest.mark.parametrize("require_starttls", [True, False])

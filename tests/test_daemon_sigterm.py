@@ -12,10 +12,8 @@ per applying line), and no log line holds a password, the API token or an SMTP c
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import ftplib
 import hashlib
-import ipaddress
 import json
 import re
 import smtplib
@@ -46,6 +44,7 @@ from bench.common_daemon import (
     wait_until,
 )
 from tests.conftest import need
+from tests.tls import self_signed as _self_signed
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -167,42 +166,6 @@ class Burst:
                 raise Permanent(f"SMTP {exc.smtp_code} {exc.smtp_error!r}") from exc
             raise
         return reply, None
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A throw-away certificate for 127.0.0.1 / localhost and its key (PEM files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(san, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _jobs(ledger: Ledger) -> list[Job]:
