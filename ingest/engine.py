@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, update
 
 from ingest import ledger as lg
@@ -180,7 +182,7 @@ def match(job: Job, conn: Connection) -> None:
     message = rows["error_message"].to_numpy(dtype=object, na_value=None).copy()
     index = pd.Index(actions["id"].to_numpy(dtype=object)) if len(actions) else pd.Index([])
     if by_id.any():
-        pos[by_id] = index.get_indexer(rows.loc[by_id, "action_id"].to_numpy(dtype=object))
+        pos[by_id] = positions(rows.loc[by_id, "action_id"], actions["id"])
     if by_order.any():
         _match_orders(job, rows, by_order, actions, index, rules, pos, code, message)
     missing = valid & (pos < 0) & pd.isna(code)
@@ -195,6 +197,17 @@ def match(job: Job, conn: Connection) -> None:
     job.ledger = lg.build_ledger(actions, items, rules, status_known=statuses or resets)
     job.lines = _line_table(rows, pos, code, message)
     job.progress("match", len(rows), len(rows))
+
+
+def positions(wanted: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Position of each wanted id among `ids`, -1 when absent (arrow's hash lookup: fast)."""
+    if not len(ids):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    found = pc.index_in(
+        pa.array(wanted, type=pa.string(), from_pandas=True),
+        value_set=pa.array(ids, type=pa.string(), from_pandas=True),
+    )
+    return np.asarray(pc.fill_null(found, -1), dtype=np.int64)
 
 
 def _match_orders(

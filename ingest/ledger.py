@@ -80,6 +80,7 @@ INT_COLUMNS = frozenset(
         "orig_payout",
         "has_items",
         "locked",
+        "state",
     }
 )
 ORDER_COLUMNS = ("order_id", "event_at")
@@ -111,7 +112,10 @@ def load_actions(
     names = [c for c in ACTION_COLUMNS if c not in skip]
     p = "?" if conn.dialect.name == "sqlite" else "%s"
     locked = f"CASE WHEN lock_at <= {p} THEN 1 ELSE 0 END AS locked"
-    base = f"SELECT {', '.join(names)}, {locked} FROM actions WHERE campaign_id = {p}"
+    # States come back as their codes (small ints: no string per row to build).
+    state = "CASE state " + " ".join(f"WHEN '{n}' THEN {c}" for n, c in STATE_CODES.items())
+    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
+    base = f"SELECT {select_list}, {locked} FROM actions WHERE campaign_id = {p}"
     now_p = ts_param(conn, now)
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()  # plain tuples: no Row overhead
@@ -202,7 +206,7 @@ def build_ledger(
         fixed_cents=per_rule([r.fixed_cents for r in table], np.int64),
         amount=ints(actions, "amount"),
         payout=ints(actions, "payout"),
-        state=np.array(actions["state"].map(STATE_CODES), dtype=np.int8),
+        state=np.array(actions["state"], dtype=np.int8),
         mod_count=ints(actions, "mod_count"),
         customer_status=objs(actions, "customer_status"),
         orig_amount=ints(actions, "orig_amount"),
