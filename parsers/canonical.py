@@ -53,11 +53,12 @@ ITEM_ALIASES: dict[str, tuple[str, ...]] = {
     "category": ("category", "itemcategory"),
 }
 PARTNER_HEADERS = ("partnerid", "mediapartnerid", "partner", "mediaid", "publisherid")
-WIDE = re.compile(r"^(sku|quantity|amount|category|itemprice)(\d{1,3})$")
+WIDE = re.compile(r"^(sku|quantity|amount|category|itemprice)([0-9]{1,3})$")
 
 TEXT_FIELDS = ("action_id", "order_id", "currency", "customer_status", "reason", "sku", "category")
-MONEY = re.compile(r"^\d{0,6}(\.\d{1,2})?$")
-SCIENTIFIC = r"^[+-]?\d+(\.\d+)?[eE][+-]?\d+$"
+# ASCII digits only: Unicode \d would let "٣" or "１２" through to the decimal cast.
+MONEY = re.compile(r"^[0-9]{0,6}(\.[0-9]{1,2})?$")
+SCIENTIFIC = r"^[+-]?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]+$"
 ID_SHAPE = r"^[^\x00-\x1f\x7f]{1,64}$"  # any printable text up to 64 characters
 MAX_CENTS = 99_999_999
 
@@ -233,10 +234,10 @@ def _first_error(checks: list[Check], n: int) -> tuple[np.ndarray, np.ndarray]:
 
 MONEY_WHY = (
     (r"^-.*", "must not be negative"),
-    (r"^\d{1,3}(,\d{3})+(\.\d+)?$", "has a thousands separator; write 1234.56, not 1,234.56"),
-    (r"^\d+,\d{1,2}$", "uses a decimal comma; write a decimal point, e.g. 12.50"),
-    (r"^\d*\.\d{3,}$", "has more than 2 decimal places"),
-    (r"^\d{7,}(\.\d*)?$", "is too large (at most 999999.99)"),
+    (r"^[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?$", "has a thousands separator; write 1234.56"),
+    (r"^[0-9]+,[0-9]{1,2}$", "uses a decimal comma; write a decimal point, e.g. 12.50"),
+    (r"^[0-9]*\.[0-9]{3,}$", "has more than 2 decimal places"),
+    (r"^[0-9]{7,}(\.[0-9]*)?$", "is too large (at most 999999.99)"),
 )
 
 
@@ -298,7 +299,7 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
             )
         )
     tr = out["tracker"]
-    tracker_ok = _full(tr, r"\d{1,9}")
+    tracker_ok = _full(tr, r"[0-9]{1,9}")
     checks.append((_has(tr) & ~tracker_ok, "MALFORMED", "ActionTrackerId must be a whole number"))
     has_action, has_order, has_tracker = _has(out["action_id"]), _has(out["order_id"]), _has(tr)
     checks.append(
@@ -354,7 +355,7 @@ def validate(frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> pd.DataFra
         out[name] = cents
         checks.extend(money_checks)
     q = out["quantity"]
-    q_ok = _full(q, r"\d{1,6}")
+    q_ok = _full(q, r"[0-9]{1,6}")
     checks.append((_has(q) & ~q_ok, "MALFORMED", "Quantity must be a whole number ≥ 0"))
     out["quantity"] = _whole_numbers(q, q_ok)
     out["tracker"] = _whole_numbers(tr, tracker_ok)
