@@ -9,6 +9,7 @@ Routes and status codes: see `channels.http_app`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -123,8 +124,51 @@ def _make_server(ctx: ChannelContext, options: HttpOptions) -> uvicorn.Server:
         access_log=False,
         lifespan="off",
         limit_concurrency=MAX_CONNECTIONS,
+        http=_limited_protocol(options.max_connections_per_ip, options.header_timeout),
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         server_header=False,
     )
     return _Server(config)
+
+
+def _limited_protocol(per_ip: int, header_timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with a per-address connection cap and a deadline for headers.
+
+    uvicorn shares `limit_concurrency` among everyone and waits forever for a first request, so
+    one address with idle connections could starve every other client. A class per server keeps
+    the counts out of module state.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    counts: dict[str, int] = {}  # only touched on the server's event loop
+
+    class LimitedH11Protocol(H11Protocol):
+        _ip: str | None = None
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            ip = str(self.client[0]) if self.client else "?"
+            if counts.get(ip, 0) >= per_ip:
+                transport.close()  # over the cap: closed before any byte is read
+                return
+            counts[ip] = counts.get(ip, 0) + 1
+            self._ip = ip
+            self._deadline = self.loop.call_later(header_timeout, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()  # no complete request yet: a slow or idle client
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            if self._ip is not None:
+                counts[self._ip] -= 1
+                if not counts[self._ip]:
+                    del counts[self._ip]
+                self._ip = None
+            super().connection_lost(exc)
+
+    return LimitedH11Protocol

@@ -266,6 +266,8 @@ class HttpChannel(Listen):
     """HTTP upload API options."""
 
     public_url: str | None = None
+    max_connections_per_ip: int = Field(default=16, ge=1)
+    header_timeout: float = Field(default=10, gt=0)  # a request's headers must arrive by then
 
 
 class DropdirChannel(Strict):

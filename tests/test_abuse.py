@@ -733,7 +733,6 @@ HTTP_NO_CONNECTION_LIMIT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=HTTP_NO_CONNECTION_LIMIT)
 def test_http_idle_connection_flood_does_not_starve_others(http_rig: Callable[..., Rig]) -> None:
     rig = http_rig()
     with contextlib.ExitStack() as stack:
@@ -745,6 +744,23 @@ def test_http_idle_connection_flood_does_not_starve_others(http_rig: Callable[..
             time.sleep(0.02)
         with http_client(rig) as client:
             assert post(client, "r.csv").status_code == 202
+
+
+def test_http_headers_trickled_past_the_deadline_are_cut_off(
+    make_settings: Callable[..., Settings], rigs: list[Rig]
+) -> None:
+    settings = make_settings(
+        channels={"http": {"host": "127.0.0.1", "port": 0, "header_timeout": 1}},
+        campaigns=[campaign_dict(http={"token_hash": TOKEN_HASH})],
+    )
+    rig = Rig(settings, HttpApiChannel)
+    rigs.append(rig)
+    rig.channel.start()
+    with connect_from(ATTACKER, rig.channel.port) as slow:
+        slow.sendall(b"POST /v1/campaigns/acme/files HTTP/1.1\r\nHost: x\r\n")
+        assert closed_by_peer(slow, timeout=15), "a request whose headers never end stayed open"
+    with http_client(rig) as client:
+        assert post(client, "after.csv").status_code == 202
 
 
 # --- secrets never in logs (the scan itself: tests/secrets_scan.py)
