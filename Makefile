@@ -38,7 +38,7 @@ bench: $(STAMP)
 
 ## Long fuzzing run (tens of thousands of examples per parser).
 fuzz: $(STAMP)
-	RETURNSD_LONG=1 $(BIN)/pytest tests/test_fuzz.py -q $(PYTEST_ARGS)
+	RETURNSD_LONG=1 $(BIN)/pytest tests/test_fuzz.py tests/test_bad_inputs.py -q --hypothesis-show-statistics $(PYTEST_ARGS)
 
 ## Fault injection, long form: 25 kill -9 rounds plus the other faults; prints FAULTS lines.
 faults: $(STAMP)
