@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -10,7 +9,6 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from ingest.spool import DUPLICATE, QUEUED, Spool
 from ingest.store import Store, prepare
 from tests.conftest import campaign_dict, need
 from tests.sshd import KeyPair, Sshd, keygen, sshd_missing
+from tests.stall_proxy import FreezingProxy
 
 CSV_A = b"ActionId,Amount,Reason\n1000.1.1,0,ITEM_RETURNED\n"
 CSV_B = b"ActionId,Amount,Reason\n1000.1.2,12.50,ORDER_UPDATE\n"
@@ -393,64 +392,6 @@ def test_wrong_password_is_refused_without_retry(
     assert "login refused" in report.errors[0] and "not-the-password" not in str(report)
 
 
-class StallingProxy:
-    """A TCP relay to `port` that stalls its first connection after `limit` server bytes."""
-
-    def __init__(self, port: int, limit: int) -> None:
-        self.upstream = port
-        self.limit = limit
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.stop = threading.Event()
-        self.sockets: list[socket.socket] = [self.listener]
-        self.threads = [threading.Thread(target=self._accept)]
-        self.threads[0].start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self.sockets += [client, server]
-            limit = self.limit if self.connections == 1 else None
-            for args in ((client, server, None), (server, client, limit)):
-                thread = threading.Thread(target=self._pump, args=args)
-                self.threads.append(thread)
-                thread.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
-        sent = 0
-        while not self.stop.is_set():
-            try:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if limit is not None and sent + len(data) > limit:
-                    self.stop.wait()  # hold the bytes: the client sees a stalled transfer
-                    break
-                dst.sendall(data)
-                sent += len(data)
-            except OSError:
-                break
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Stop relaying and join every thread."""
-        self.stop.set()
-        for s in self.sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        for thread in self.threads:
-            thread.join(5)
-
-
 def test_stalled_transfer_times_out_and_is_retried(
     sshd: Sshd, outbox: Path, keys: dict[str, KeyPair], rig: Callable[..., Rig]
 ) -> None:
@@ -458,7 +399,7 @@ def test_stalled_transfer_times_out_and_is_retried(
         b"1000.1.%d,0,OTHER\n" % i for i in range(250_000)
     )
     (outbox / "big.csv").write_bytes(data)
-    proxy = StallingProxy(sshd.port, limit=512 * 1024)
+    proxy = FreezingProxy(sshd.port, limit=512 * 1024, freeze=1)
     source = sftp_source(sshd, outbox, keys, timeout_seconds=1, retries=2)
     source["url"] = f"sftp://127.0.0.1:{proxy.port}{outbox}"
     source["host_key"] = keys["host"].public
