@@ -19,7 +19,7 @@ import pytest
 
 from ingest.actions import import_actions
 from ingest.config import Settings
-from ingest.daemon import Daemon, enabled_channels
+from ingest.daemon import Daemon
 from ingest.errors import ConfigError
 from ingest.passwords import hash_password
 from ingest.store import prepare
@@ -206,4 +206,3 @@ def test_check_config_reports_every_problem_at_once(make_settings: Callable[...,
         "lock_schedule",
     ):
         assert problem in text, text
-    assert enabled_channels is not None
