@@ -22,13 +22,13 @@ run: $(STAMP)
 
 ## Run the whole test suite (plus ruff and mypy).
 test: $(STAMP)
-	$(BIN)/ruff check ingest channels parsers scheduler.py tests bench
+	$(BIN)/ruff check ingest channels parsers returnsd scheduler.py tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ingest channels parsers scheduler.py tests bench
-	$(BIN)/ruff format --check ingest channels parsers scheduler.py tests bench
+	$(BIN)/ruff check ingest channels parsers returnsd scheduler.py tests bench
+	$(BIN)/ruff format --check ingest channels parsers returnsd scheduler.py tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -504,7 +504,7 @@ def ingest_argv(config: Path, returns: Path, profile: Path | None = None) -> lis
     tail = ["--config", str(config), "ingest", str(returns), "--campaign", CAMPAIGN, "--json"]
     if profile is None:
         return [str(returnsd_bin()), *tail]
-    return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "ingest.cli", *tail]
+    return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "returnsd", *tail]
 
 
 def real_run(config: Path, returns: Path, folder: Path, rows: int) -> tuple[Run, dict[str, Any]]:

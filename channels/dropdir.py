@@ -35,7 +35,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from channels.base import ChannelContext, ChannelError
-from ingest.config import DropdirChannel as DropdirOptions
+from ingest.config import DropdirOptions
 from ingest.errors import FileRejected, Transient
 from ingest.events import file_event
 from ingest.results import FileOutcome, reply_name

@@ -26,7 +26,7 @@ from channels.ftp_support import (
     deliver_result,
     is_temp_name,
 )
-from ingest.config import FtpChannel as FtpOptions
+from ingest.config import FtpOptions
 from ingest.passwords import hash_password
 from ingest.results import FileOutcome
 

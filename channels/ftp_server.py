@@ -23,7 +23,7 @@ from pyftpdlib.servers import FTPServer
 from channels.ftp_data import Dtp
 from channels.ftp_session import Session
 from channels.ftp_support import RESULTS, DropBox, Shared
-from ingest.config import FtpChannel as FtpOptions
+from ingest.config import FtpOptions
 
 log = logging.getLogger("returnsd.channels.ftp")
 

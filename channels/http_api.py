@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from channels.base import ChannelContext, ChannelError
-from ingest.config import HttpChannel as HttpOptions
+from ingest.config import HttpOptions
 from ingest.results import FileOutcome
 
 if TYPE_CHECKING:

@@ -34,8 +34,7 @@ from channels.pull_remote import (
     source_problems,
 )
 from channels.pull_report import ALREADY, CHANGED, GROWING, Fetched, PullReport
-from ingest.config import PullChannel as PullOptions
-from ingest.config import PullSource
+from ingest.config import PullOptions, PullSource
 from ingest.errors import FileRejected, ReturnsdError, Terminal, Transient
 from ingest.events import file_event
 from ingest.results import FileOutcome

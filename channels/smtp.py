@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from channels.base import ChannelContext, ChannelError
 from channels.smtp_mail import Relay, result_mail
-from ingest.config import SmtpChannel as SmtpOptions
+from ingest.config import SmtpOptions
 from ingest.events import file_event
 from ingest.results import FileOutcome
 

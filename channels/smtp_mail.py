@@ -14,7 +14,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
-from ingest.config import SmtpChannel as SmtpOptions
+from ingest.config import SmtpOptions
 from ingest.results import FileOutcome
 
 SUPPORTED_EXTENSIONS = (".csv", ".txt", ".xml", ".xlsx", ".gz", ".zip")

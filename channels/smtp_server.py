@@ -27,8 +27,7 @@ from channels.smtp_mail import (
     receipt_mail,
     sender_allowed,
 )
-from ingest.config import Campaign, Settings
-from ingest.config import SmtpChannel as SmtpOptions
+from ingest.config import Campaign, Settings, SmtpOptions
 from ingest.errors import FileRejected, SpoolFull, Transient
 from ingest.events import file_event
 from ingest.passwords import hash_password, verify_password

@@ -224,7 +224,7 @@ class Listen(Strict):
     port: int = Field(ge=0, le=65535)
 
 
-class FtpChannel(Listen):
+class FtpOptions(Listen):
     """Hosted FTP(S) server options."""
 
     root: Path = Path("var/ftp")
@@ -243,7 +243,7 @@ class FtpChannel(Listen):
     workers: int = Field(default=4, ge=1, le=32)
 
 
-class SmtpChannel(Listen):
+class SmtpOptions(Listen):
     """Inbound SMTP server options."""
 
     hostname: str = "returns.localhost"
@@ -262,7 +262,7 @@ class SmtpChannel(Listen):
     max_connections_per_ip: int = Field(default=20, ge=1)
 
 
-class HttpChannel(Listen):
+class HttpOptions(Listen):
     """HTTP upload API options."""
 
     public_url: str | None = None
@@ -270,7 +270,7 @@ class HttpChannel(Listen):
     header_timeout: float = Field(default=10, gt=0)  # a request's headers must arrive by then
 
 
-class DropdirChannel(Strict):
+class DropdirOptions(Strict):
     """Watched drop folder options."""
 
     enabled: bool = True
@@ -280,7 +280,7 @@ class DropdirChannel(Strict):
     polling: bool = False
 
 
-class PullChannel(Strict):
+class PullOptions(Strict):
     """Scheduled pull options shared by all campaigns."""
 
     enabled: bool = True
@@ -290,11 +290,11 @@ class PullChannel(Strict):
 class Channels(Strict):
     """All channels; each may be disabled."""
 
-    ftp: FtpChannel | None = None
-    smtp: SmtpChannel | None = None
-    http: HttpChannel | None = None
-    dropdir: DropdirChannel | None = None
-    pull: PullChannel | None = None
+    ftp: FtpOptions | None = None
+    smtp: SmtpOptions | None = None
+    http: HttpOptions | None = None
+    dropdir: DropdirOptions | None = None
+    pull: PullOptions | None = None
 
 
 class Limits(Strict):

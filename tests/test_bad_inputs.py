@@ -38,8 +38,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from ingest.cli import main
 from ingest.results import RESULT_COLUMNS
+from returnsd.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "fixtures" / "bad"

@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ingest.cli import main
 from ingest.results import RESULT_COLUMNS
+from returnsd.cli import main
 
 CASES = Path(__file__).resolve().parents[1] / "fixtures" / "cases"
 RETURNSD = Path(sys.executable).with_name("returnsd")

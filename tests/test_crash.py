@@ -34,7 +34,7 @@ campaigns:
 
 def returnsd(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
     """Start the real CLI in a child process."""
-    cmd = [sys.executable, "-m", "ingest.cli", "--config", str(cwd / "config.yaml"), *args]
+    cmd = [sys.executable, "-m", "returnsd", "--config", str(cwd / "config.yaml"), *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -19,10 +19,10 @@ import pytest
 
 from ingest.actions import import_actions
 from ingest.config import Settings
-from ingest.daemon import Daemon
 from ingest.errors import ConfigError
 from ingest.passwords import hash_password
 from ingest.store import prepare
+from returnsd.daemon import Daemon
 from tests.conftest import campaign_dict
 from tests.test_channel_smtp import Collector, relay
 

@@ -23,8 +23,8 @@ import pytest
 
 from ingest.actions import import_actions
 from ingest.config import Settings
-from ingest.daemon import Daemon
 from ingest.store import prepare
+from returnsd.daemon import Daemon
 from tests.conftest import need
 from tests.faults.helpers import (
     CAMPAIGN,

@@ -96,7 +96,7 @@ def main(ctx: click.Context, config_path: Path, log_level: str) -> None:
 @pass_ctx
 def run(ctx: Context) -> None:
     """Run the daemon: every enabled channel, the spool workers and the scheduler."""
-    from ingest.daemon import Daemon
+    from returnsd.daemon import Daemon
 
     logging.getLogger().setLevel(ctx.settings.log_level.upper())
     daemon = Daemon(ctx.settings, ctx.store)
@@ -147,7 +147,7 @@ def db_upgrade(ctx: Context) -> None:
 @pass_ctx
 def ingest(ctx: Context, file: Path, campaign_id: str, as_json: bool, sender: str | None) -> None:
     """Run one file through the spool and the engine now; print the outcome."""
-    from ingest.cliops import ingest_file
+    from returnsd.cliops import ingest_file
 
     ctx.campaign(campaign_id)
     try:
@@ -276,7 +276,7 @@ def actions_list(
     as_json: bool,
 ) -> None:
     """List actions."""
-    from ingest.cliops import list_actions
+    from returnsd.cliops import list_actions
 
     rows = list_actions(ctx.store, campaign_id, state, order_id, limit)
     text = "\n".join(
@@ -292,7 +292,7 @@ def actions_list(
 @pass_ctx
 def actions_show(ctx: Context, action_id: str, as_json: bool) -> None:
     """Show an action with its items and its history."""
-    from ingest.cliops import show_action
+    from returnsd.cliops import show_action
 
     doc = show_action(ctx.store, action_id)
     if doc is None:
@@ -302,7 +302,7 @@ def actions_show(ctx: Context, action_id: str, as_json: bool) -> None:
 
 def _single(ctx: Context, action_id: str, operation: str, as_json: bool, **kw: Any) -> None:
     from ingest.actions import operate
-    from ingest.cliops import campaign_of
+    from returnsd.cliops import campaign_of
 
     campaign_id = campaign_of(ctx.store, action_id)
     if campaign_id is None:
@@ -390,7 +390,7 @@ def actions_restore(ctx: Context, action_id: str, as_json: bool) -> None:
 @pass_ctx
 def actions_export(ctx: Context, campaign_id: str | None, fmt: str, output: Path) -> None:
     """Export actions as CSV or XLSX (one row per action)."""
-    from ingest.cliops import export_actions
+    from returnsd.cliops import export_actions
 
     if campaign_id:
         ctx.campaign(campaign_id)
@@ -423,7 +423,7 @@ def lock(ctx: Context, at: str | None) -> None:
 @pass_ctx
 def pull(ctx: Context, campaign_id: str, as_json: bool) -> None:
     """Run a campaign's scheduled pull now and print what it fetched."""
-    from ingest.daemon import run_pull
+    from returnsd.daemon import run_pull
 
     campaign = ctx.campaign(campaign_id)
     if campaign.pull is None:

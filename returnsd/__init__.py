@@ -1,0 +1,1 @@
+"""The composition root: wires channels, engine, scheduler and CLI; nothing imports it."""
