@@ -44,6 +44,14 @@ EXTENSIONS = {
     ".zip": "zip",
     ".gz": "gzip",
 }
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(EXTENSIONS)
+
+
+def is_supported_name(name: str) -> bool:
+    """True when `name` ends in an extension the readers know (any case)."""
+    return PurePosixPath(name).suffix.lower() in EXTENSIONS
+
+
 OLE2_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
 # Formats recognised only to be refused with a useful message.
 REFUSED_MAGIC = (
