@@ -148,6 +148,7 @@ class Settings(Strict):
     lock_schedule: str = "*/15 * * * *"
     retention_schedule: str = "30 3 * * *"
     log_level: str = "INFO"
+    third_party_log_level: str = "WARNING"  # aiosmtpd, APScheduler, uvicorn, pyftpdlib, …
     limits: Limits = Limits()
     channels: Channels = Channels()
     campaigns: list[Campaign]

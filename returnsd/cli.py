@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ import click
 from ingest import config as config_mod
 from ingest.config import Campaign, Settings
 from ingest.errors import ConfigError, FileRejected, ReturnsdError, UnknownCampaign
+from returnsd.logs import configure
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -85,10 +85,7 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.pass_context
 def main(ctx: click.Context, config_path: Path, log_level: str) -> None:
     """returnsd: receive advertisers' returns files, apply them, report line by line."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure(log_level)
     ctx.obj = Context(config_path)
 
 
@@ -98,7 +95,7 @@ def run(ctx: Context) -> None:
     """Run the daemon: every enabled channel, the spool workers and the scheduler."""
     from returnsd.daemon import Daemon
 
-    logging.getLogger().setLevel(ctx.settings.log_level.upper())
+    configure(ctx.settings.log_level, ctx.settings.third_party_log_level)
     daemon = Daemon(ctx.settings, ctx.store)
     try:
         daemon.run()
