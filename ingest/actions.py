@@ -246,6 +246,13 @@ def _money(cents: Any) -> str | None:
     return None if cents < 0 else f"{cents // 100}.{cents % 100:02d}"
 
 
+def count_due(store: Store, at: datetime) -> int:
+    """How many PENDING or APPROVED actions have a lock date at or before `at`."""
+    due = t.actions.c.state.in_(("PENDING", "APPROVED")) & (t.actions.c.lock_at <= at)
+    with store.read() as conn:
+        return int(conn.scalar(select(func.count()).select_from(t.actions).where(due)) or 0)
+
+
 def lock_due(store: Store, at: datetime | None = None) -> int:
     """Lock every PENDING or APPROVED action whose lock date has passed; return how many."""
     at = at or datetime.now(UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 
 from ingest import tables as t
 from ingest.store import Store
@@ -144,16 +144,18 @@ class ResultStore:
         return _to_outcome(row) if row else None
 
     def recent(
-        self, campaign: str | None = None, status: str | None = None, limit: int = 50
+        self, campaign: str | None = None, status: str | None = None, limit: int | None = 50
     ) -> list[FileOutcome]:
-        """The newest files, optionally of one campaign or status."""
-        q = _outcome_query().order_by(t.files.c.id.desc()).limit(limit)
-        if campaign:
-            q = q.where(t.files.c.campaign_id == campaign)
-        if status:
-            q = q.where(t.files.c.status == status)
+        """The newest files, optionally of one campaign or status (all when limit=None)."""
+        q = _filtered(_outcome_query().order_by(t.files.c.id.desc()).limit(limit), campaign, status)
         with self.store.read() as conn:
             return [_to_outcome(r) for r in conn.execute(q)]
+
+    def count(self, campaign: str | None = None, status: str | None = None) -> int:
+        """How many files `recent` would list without a limit."""
+        q = _filtered(select(func.count()).select_from(t.files), campaign, status)
+        with self.store.read() as conn:
+            return int(conn.scalar(q) or 0)
 
     def undelivered(self, channels: set[str], limit: int = 100) -> list[FileOutcome]:
         """Finished files of these channels whose result has not been given back yet."""
@@ -175,6 +177,14 @@ class ResultStore:
         q = update(t.files).where(t.files.c.id == file_id).values(delivered_at=datetime.now(UTC))
         with self.store.begin() as conn:
             conn.execute(q)
+
+
+def _filtered(q: Any, campaign: str | None, status: str | None) -> Any:
+    if campaign:
+        q = q.where(t.files.c.campaign_id == campaign)
+    if status:
+        q = q.where(t.files.c.status == status)
+    return q
 
 
 def _outcome_query() -> Any:

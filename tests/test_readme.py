@@ -101,7 +101,7 @@ class Demo:
 
     def files(self) -> list[dict[str, Any]]:
         """Every received file's summary."""
-        out = self.returnsd("files", "list", "--json", "--limit", "1000").stdout
+        out = self.returnsd("files", "list", "--json", "--all").stdout
         docs: list[dict[str, Any]] = json.loads(out)
         return docs
 
