@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.errors import DUPLICATE_COLUMN, NO_HEADER, NO_IDENTIFIER_COLUMN, FileRejected
 from parsers.base import RawTable
+from parsers.errors import DUPLICATE_COLUMN, NO_HEADER, NO_IDENTIFIER_COLUMN, FileRejected
 
 REASON_CODES = frozenset(
     {

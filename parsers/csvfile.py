@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ingest.errors import EMPTY_FILE, NO_HEADER, TOO_LARGE, TOO_MANY_ROWS, UNREADABLE, FileRejected
 from parsers.base import ParseLimits, RawTable
+from parsers.errors import EMPTY_FILE, NO_HEADER, TOO_LARGE, TOO_MANY_ROWS, UNREADABLE, FileRejected
 
 TEXT_DTYPE = pd.StringDtype("pyarrow")  # missing cells are pd.NA
 DELIMITERS = (",", ";", "\t", "|")

@@ -35,7 +35,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.errors import (
+from parsers.base import ParseLimits, RawTable
+from parsers.containers import ZIP_ERRORS, check_ratio, open_zip
+from parsers.csvfile import check_width, text_frame
+from parsers.errors import (
     CORRUPT_ARCHIVE,
     EMPTY_FILE,
     ENCRYPTED,
@@ -44,9 +47,6 @@ from ingest.errors import (
     UNREADABLE,
     FileRejected,
 )
-from parsers.base import ParseLimits, RawTable
-from parsers.containers import ZIP_ERRORS, check_ratio, open_zip
-from parsers.csvfile import check_width, text_frame
 
 Cell = str | None
 

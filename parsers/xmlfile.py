@@ -34,9 +34,9 @@ import pyarrow as pa
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from ingest.errors import EMPTY_FILE, NO_HEADER, TOO_MANY_ROWS, UNREADABLE, FileRejected
 from parsers.base import ParseLimits, RawTable
 from parsers.csvfile import check_width, text_frame
+from parsers.errors import EMPTY_FILE, NO_HEADER, TOO_MANY_ROWS, UNREADABLE, FileRejected
 
 SHAPE = "<Returns><Return><ActionId>…</ActionId><Amount>…</Amount>…</Return>…</Returns>"
 MAX_DEPTH = 32  # the shape needs 3 levels; a nested field's content is a bad row, not an error

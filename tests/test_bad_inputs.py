@@ -281,7 +281,7 @@ def test_archive_members_are_never_written(env: Env, tmp_path: Path) -> None:
 
 CHILD = """
 import json, sys
-from ingest.errors import FileRejected
+from parsers.errors import FileRejected
 from parsers.base import ParseLimits
 from parsers.canonical import canonicalise
 from parsers.readers import read_table

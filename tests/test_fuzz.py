@@ -33,9 +33,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import FileRejected
 from parsers.base import ParseLimits
 from parsers.canonical import _clean, canonicalise, validate
+from parsers.errors import FileRejected
 from parsers.readers import read_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ compared as Python values with NA shown as None.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import gzip
 import io
@@ -20,7 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import (
+from ingest import errors as ingest_errors
+from parsers import errors as parser_errors
+from parsers.base import ParseLimits, RawTable
+from parsers.csvfile import TEXT_DTYPE, read_csv
+from parsers.errors import (
     CORRUPT_ARCHIVE,
     EMPTY_FILE,
     ENCRYPTED,
@@ -31,11 +36,10 @@ from ingest.errors import (
     UNSUPPORTED_FORMAT,
     FileRejected,
 )
-from parsers.base import ParseLimits, RawTable
-from parsers.csvfile import TEXT_DTYPE, read_csv
 from parsers.readers import read_table
 
 FORMATS = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
+PARSERS = Path(__file__).resolve().parent.parent / "parsers"
 LIMITS = ParseLimits()
 BASIC_HEADER = ["ActionId", "Amount", "Reason"]
 BASIC_ROWS = [["1000.1.1", "0", "ITEM_RETURNED"], ["00123", "1.23E+05", "CONS_ERROR"]]
@@ -276,6 +280,27 @@ def test_rejects_fixture(case: Rejected) -> None:
         read_table(case.fixture, fixture(case.fixture), case.limits)
     assert caught.value.code == case.code
     assert case.says in caught.value.message
+
+
+def test_parsers_import_nothing_from_the_layers_above() -> None:
+    above = {"ingest", "channels", "returnsd", "scheduler"}
+    found = []
+    for path in sorted(PARSERS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in above]
+    assert found == []
+
+
+def test_a_parser_error_is_the_error_ingest_catches() -> None:
+    assert ingest_errors.FileRejected is FileRejected
+    assert issubclass(FileRejected, ingest_errors.Terminal)
+    assert not issubclass(FileRejected, ingest_errors.Transient)
+    assert issubclass(ingest_errors.SpoolFull, parser_errors.Transient)
+    with pytest.raises(ingest_errors.Terminal):
+        read_table("returns.csv", b"", LIMITS)
 
 
 def test_empty_bytes_are_an_empty_file() -> None:
