@@ -172,7 +172,7 @@ class Settings(Strict):
         return list(problems_of(self))
 
 
-def _resolve_secret_paths(raw: dict, base: Path) -> None:
+def _resolve_secret_paths(raw: object, base: Path) -> None:
     """Make relative secret/key file paths relative to the config file's folder."""
     if isinstance(raw, dict):
         for key, value in raw.items():

@@ -101,7 +101,7 @@ def limit_options(f: F) -> F:
     )(f)
 
 
-def choice(values: Sequence[str]) -> click.Choice:
+def choice(values: Sequence[str]) -> click.Choice[str]:
     """A case-insensitive choice among `values` (the error lists them)."""
     return click.Choice(list(values), case_sensitive=False)
 
