@@ -144,12 +144,36 @@ def db_upgrade(ctx: Context) -> None:
 @click.option("--campaign", "campaign_id", required=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--sender", default=None, help="who sent it (default: the local user)")
+@click.option("--dry-run", is_flag=True, help="check the file: the same result, nothing applied")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="dry run: save the result")
 @pass_ctx
-def ingest(ctx: Context, file: Path, campaign_id: str, as_json: bool, sender: str | None) -> None:
+def ingest(
+    ctx: Context,
+    file: Path,
+    campaign_id: str,
+    as_json: bool,
+    sender: str | None,
+    dry_run: bool,
+    output: Path | None,
+) -> None:
     """Run one file through the spool and the engine now; print the outcome."""
-    from returnsd.cliops import ingest_file
+    from returnsd.cliops import dry_run_file, ingest_file
 
     ctx.campaign(campaign_id)
+    if dry_run:
+        try:
+            checked = dry_run_file(ctx.settings, ctx.store, file, campaign_id)
+        except FileRejected as exc:
+            fail(str(exc))
+        if output:
+            output.write_bytes(checked.result_csv)
+        c = checked.summary["counts"]
+        text = (
+            f"dry run (nothing applied): {c['applied']} would apply, {c['unchanged']} "
+            f"unchanged, {c['errors']} errors"
+        )
+        emit(checked.summary, as_json, text)
+        return
     try:
         outcome = ingest_file(
             ctx.settings,
@@ -210,6 +234,29 @@ def files_show(ctx: Context, file_id: str, as_json: bool) -> None:
     if outcome is None:
         fail(f"no file {file_id}")
     emit(outcome.summary(), True)
+
+
+@files.command("reprocess")
+@click.argument("file_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def files_reprocess(ctx: Context, file_id: str, as_json: bool) -> None:
+    """Process a FAILED or DUPLICATE file again now (recorded in the file's record)."""
+    from returnsd.cliops import reprocess_file
+
+    try:
+        outcome = reprocess_file(ctx.settings, ctx.store, file_id, f"cli:{getpass.getuser()}")
+    except ValueError as exc:
+        fail(str(exc))
+    if outcome is None:
+        fail(f"no file {file_id}")
+    doc = outcome.summary()
+    counts = doc.get("counts", {})
+    text = f"{file_id} {doc['status']}: {counts.get('applied', 0)} applied, " + (
+        f"{counts.get('unchanged', 0)} unchanged, {counts.get('errors', 0)} errors"
+    )
+    emit(doc, as_json, text)
+    sys.exit(EXIT_OK if outcome.status == "COMPLETE" else EXIT_FAILED)
 
 
 @files.command("result")
@@ -301,27 +348,32 @@ def actions_show(ctx: Context, action_id: str, as_json: bool) -> None:
 
 
 def _single(ctx: Context, action_id: str, operation: str, as_json: bool, **kw: Any) -> None:
-    from ingest.actions import operate
+    from ingest.operations import Change, Operation, Role, apply_change
     from returnsd.cliops import campaign_of
 
     campaign_id = campaign_of(ctx.store, action_id)
     if campaign_id is None:
         fail(f"no action {action_id}")
-    doc = operate(
+    change = Change(action_id, Operation(operation), **kw)
+    outcome = apply_change(
         ctx.store,
         ctx.settings,
-        ctx.campaign(campaign_id),
-        action_id,
-        operation,
+        ctx.campaign(campaign_id).id,
+        change,
         actor=f"cli:{getpass.getuser()}",
-        **kw,
+        channel="cli",
+        role=Role.OPERATOR,
     )
+    doc = outcome.as_dict()
     text = f"{action_id}: {doc['status']}"
     text += (
         f" {doc['error_code']}: {doc['message']}" if doc["error_code"] else f" ({doc['message']})"
     )
     emit(doc, as_json, text)
     sys.exit(EXIT_FAILED if doc["status"] == "ERROR" else EXIT_OK)
+
+
+CPC_HELP = "change a CPC action anyway (operators only; recorded as an override)"
 
 
 @actions.command("approve")
@@ -336,11 +388,14 @@ def actions_approve(ctx: Context, action_id: str, as_json: bool) -> None:
 @actions.command("reverse")
 @click.argument("action_id")
 @click.option("--reason", default="OTHER", show_default=True)
+@click.option("--cpc-override", is_flag=True, help=CPC_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def actions_reverse(ctx: Context, action_id: str, reason: str, as_json: bool) -> None:
+def actions_reverse(
+    ctx: Context, action_id: str, reason: str, cpc_override: bool, as_json: bool
+) -> None:
     """Reverse one action."""
-    _single(ctx, action_id, "reverse", as_json, reason=reason)
+    _single(ctx, action_id, "reverse", as_json, reason=reason, override_cpc=cpc_override)
 
 
 @actions.command("modify")
@@ -348,6 +403,7 @@ def actions_reverse(ctx: Context, action_id: str, reason: str, as_json: bool) ->
 @click.option("--amount", help="the new total sale amount, e.g. 80.00")
 @click.option("--customer-status")
 @click.option("--reason", default="ORDER_UPDATE", show_default=True)
+@click.option("--cpc-override", is_flag=True, help=CPC_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def actions_modify(
@@ -356,6 +412,7 @@ def actions_modify(
     amount: str | None,
     customer_status: str | None,
     reason: str,
+    cpc_override: bool,
     as_json: bool,
 ) -> None:
     """Modify one action's amount and/or customer status."""
@@ -369,6 +426,7 @@ def actions_modify(
         amount=amount,
         reason=reason,
         customer_status=customer_status,
+        override_cpc=cpc_override,
     )
 
 
@@ -378,7 +436,7 @@ def actions_modify(
 @pass_ctx
 def actions_restore(ctx: Context, action_id: str, as_json: bool) -> None:
     """Put a modified or reversed action back to its original values (RESET)."""
-    _single(ctx, action_id, "restore", as_json)
+    _single(ctx, action_id, "reset", as_json)
 
 
 @actions.command("export")
