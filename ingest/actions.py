@@ -1,4 +1,4 @@
-"""Operator work on actions: import, single-action changes (same rules as files), lock, export."""
+"""Operator work on actions: import, count, lock those due (changes: ingest.operations)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, literal, select
 
-from ingest import ledger as lg
+from ingest import bulk
 from ingest import tables as t
-from ingest.config import Campaign, Settings
-from ingest.domain import STATES
-from ingest.engine import apply_rows
+from ingest.config import Settings
+from ingest.domain import APPROVED, LOCKED, PENDING, STATES
 from ingest.errors import FileRejected
 from ingest.store import Store
 from parsers.base import ParseLimits, RawTable
@@ -90,7 +88,7 @@ def import_actions(
     errors: list[tuple[int, str]] = []
     rows: list[dict[str, Any]] = []
     with store.begin() as conn:
-        rules = lg.event_types(conn)
+        rules = bulk.event_types(conn)
         for line, cell in _cells(raw, cols):
             try:
                 rows.append(_action_row(settings, rules, cell))
@@ -104,7 +102,7 @@ def import_actions(
         for r in fresh:
             r["has_items"] = int(r["id"] in with_items)
         for campaign_id in sorted({r["campaign_id"] for r in fresh}):
-            lg.campaign_lock(conn, campaign_id)
+            store.sql.campaign_lock(conn, campaign_id)
         if fresh:
             conn.execute(t.actions.insert(), fresh)
         if item_rows:
@@ -203,52 +201,14 @@ def count_actions(store: Store, campaign_id: str | None = None) -> int:
         return int(conn.scalar(q) or 0)
 
 
-OPERATIONS = {"approve": "approve", "reverse": "reverse", "modify": "modify", "restore": "reset"}
-
-
-def operate(
-    store: Store,
-    settings: Settings,
-    campaign: Campaign,
-    action_id: str,
-    operation: str,
-    *,
-    amount: str | None = None,
-    reason: str | None = None,
-    customer_status: str | None = None,
-    actor: str = "operator",
-) -> dict[str, Any]:
-    """Approve / reverse / modify / restore one action under exactly the rules a file row obeys."""
-    reason = {"approve": "APPROVED", "restore": "RESET"}.get(operation, reason or "OTHER")
-    effects = {reason: "reverse"} if operation == "reverse" else None
-    cells = {"ActionId": action_id, "Reason": reason}
-    if operation == "modify":
-        cells |= {"Amount": amount or "", "CustomerStatus": customer_status or ""}
-    frame = pd.DataFrame({i: [v] for i, v in enumerate(cells.values())}, dtype="string")
-    raw = RawTable(list(cells), frame, np.array([2]), "cli")
-    with store.begin() as conn:
-        job = apply_rows(conn, settings, campaign, raw, channel="cli", actor=actor, effects=effects)
-    assert job.outcomes is not None
-    out = job.outcomes
-    return {
-        "action_id": action_id,
-        "status": out.status[0],
-        "error_code": out.code[0],
-        "message": out.message[0],
-        "old_amount": _money(out.old_amount[0]),
-        "new_amount": _money(out.new_amount[0]),
-        "old_payout": _money(out.old_payout[0]),
-        "new_payout": _money(out.new_payout[0]),
-    }
-
-
-def _money(cents: Any) -> str | None:
-    return None if cents < 0 else f"{cents // 100}.{cents % 100:02d}"
+def _due(at: datetime) -> Any:
+    """PENDING or APPROVED actions whose lock date is at or before `at`."""
+    return t.actions.c.state.in_((PENDING, APPROVED)) & (t.actions.c.lock_at <= at)
 
 
 def count_due(store: Store, at: datetime) -> int:
-    """How many PENDING or APPROVED actions have a lock date at or before `at`."""
-    due = t.actions.c.state.in_(("PENDING", "APPROVED")) & (t.actions.c.lock_at <= at)
+    """How many actions the lock job would lock as of `at`."""
+    due = _due(at)
     with store.read() as conn:
         return int(conn.scalar(select(func.count()).select_from(t.actions).where(due)) or 0)
 
@@ -256,16 +216,17 @@ def count_due(store: Store, at: datetime) -> int:
 def lock_due(store: Store, at: datetime | None = None) -> int:
     """Lock every PENDING or APPROVED action whose lock date has passed; return how many."""
     at = at or datetime.now(UTC)
+    a, h = t.actions.c, t.audit.c
+    due = _due(at)
     with store.begin() as conn:
-        p = "?" if conn.dialect.name == "sqlite" else "%s"
-        when = lg.ts_param(conn, at)
-        where = f"state IN ('PENDING', 'APPROVED') AND lock_at <= {p}"
-        conn.exec_driver_sql(
-            "INSERT INTO audit (action_id, channel, actor, operation, old_state, new_state, "
-            "old_amount, new_amount, old_payout, new_payout, at) "
-            f"SELECT id, 'scheduler', 'lock job', 'lock', state, 'LOCKED', amount, amount, "
-            f"payout, payout, {p} FROM actions WHERE {where}",
-            (when, when),
-        )
-        done = conn.exec_driver_sql(f"UPDATE actions SET state = 'LOCKED' WHERE {where}", (when,))
+        copied = select(
+            a.id, literal("scheduler"), literal("lock job"), literal("lock"), a.state,
+            literal(LOCKED), a.amount, a.amount, a.payout, a.payout, literal(at, t.UtcDateTime),
+        ).where(due)  # fmt: skip
+        columns = [
+            h.action_id, h.channel, h.actor, h.operation, h.old_state, h.new_state,
+            h.old_amount, h.new_amount, h.old_payout, h.new_payout, h.at,
+        ]  # fmt: skip
+        conn.execute(t.audit.insert().from_select(columns, copied))
+        done = conn.execute(t.actions.update().where(due).values(state=LOCKED))
         return int(done.rowcount)

@@ -5,12 +5,22 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
+from typing import TypeVar
 from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
 
 PENDING, REVERSED, APPROVED, LOCKED = "PENDING", "REVERSED", "APPROVED", "LOCKED"
 STATES = (PENDING, REVERSED, APPROVED, LOCKED)
+# The engine keeps states as small integer codes: position in STATES.
+S_PENDING, S_REVERSED, S_APPROVED, S_LOCKED = range(len(STATES))
+STATE_NAMES = np.array(STATES, dtype=object)
+STATE_CODES = {name: i for i, name in enumerate(STATES)}
 MAX_MODIFICATIONS = 1000
+
+Cents = TypeVar("Cents", int, npt.NDArray[np.int64])
 
 VALIDATION_ERRORS = frozenset({"MALFORMED", "MISSING_IDENTIFIER", "UNKNOWN_REASON"})
 
@@ -53,14 +63,16 @@ class EventTypeRule:
         return lock_moment(event_at, tz, self.lock_months, self.lock_days)
 
 
-def percent_payout(amount_cents: int, percent_e4: int) -> int:
-    """amount × percent / 100, rounded half-up to the cent, all in integers."""
+def percent_payout(amount_cents: Cents, percent_e4: Cents) -> Cents:
+    """amount × percent / 100, rounded half-up to the cent, all in integers (scalars or arrays)."""
     return (amount_cents * percent_e4 + 500_000) // 1_000_000
 
 
-def half_up(value: Decimal) -> int:
-    """Round a Decimal number of cents half-up to an integer."""
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def money_text(cents: int | None) -> str:
+    """Cents as '123.45'; None or a negative value (none) as ''."""
+    if cents is None or cents < 0:
+        return ""
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def lock_moment(event_at: datetime, tz: ZoneInfo, months: int | None, days: int) -> datetime:

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ingest.domain import error_type
+from ingest.domain import STATE_NAMES, error_type
 from ingest.results import RESULT_COLUMNS
-from ingest.rules import ERROR, STATE_NAMES, Ledger
+from ingest.rules import ERROR, ActionArrays
 from parsers.base import RawTable
 
 FORMULA_START = r"^[=+\-@\t\r]"
@@ -102,11 +102,11 @@ def neutralise(column: pa.Array) -> pa.Array:
     return pc.if_else(risky, quoted, column)
 
 
-def outcome_columns(out: LineOutcomes, ledger: Ledger) -> list[pa.Array]:
+def outcome_columns(out: LineOutcomes, arrays: ActionArrays) -> list[pa.Array]:
     """The result columns (Line … NewPayout) as text arrays, in RESULT_COLUMNS order."""
     has_pos = out.action_pos >= 0
     ids = np.where(
-        has_pos, ledger.ids[np.maximum(out.action_pos, 0)] if len(ledger.ids) else "", ""
+        has_pos, arrays.ids[np.maximum(out.action_pos, 0)] if len(arrays.ids) else "", ""
     )
     states = np.where(out.state >= 0, STATE_NAMES[np.maximum(out.state, 0)], "")
     codes = pd.Series(out.code, dtype=object)
@@ -131,7 +131,7 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
-def write_result(path: Path, raw: RawTable, out: LineOutcomes, ledger: Ledger) -> Path:
+def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArrays) -> Path:
     """Write the result CSV atomically (temp name, fsync, rename) and return its path."""
     # Each result line takes its original cells from the raw row with the same line number;
     # lines that never made it into the table (ragged rows) get empty cells.
@@ -143,7 +143,7 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, ledger: Ledger) -
         original.append(neutralise(pc.fill_null(column.take(take), "")))
     header = neutralise(pa.array([str(h) for h in raw.header], pa.string())).to_pylist()
     names = [*header, *RESULT_COLUMNS]
-    table = pa.Table.from_arrays([*original, *outcome_columns(out, ledger)], names=names)
+    table = pa.Table.from_arrays([*original, *outcome_columns(out, arrays)], names=names)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(tmp), "wb") as sink:

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select
 
 from ingest import tables as t
+from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
 
 RESULT_COLUMNS = (
@@ -61,7 +62,7 @@ class FileOutcome:
     @property
     def finished(self) -> bool:
         """True once the file is COMPLETE, FAILED or DUPLICATE."""
-        return self.status in ("COMPLETE", "FAILED", "DUPLICATE")
+        return self.status in FINISHED
 
     @property
     def result_name(self) -> str:
@@ -163,7 +164,7 @@ class ResultStore:
             _outcome_query()
             .where(
                 t.files.c.delivered_at.is_(None),
-                t.files.c.status.in_(("COMPLETE", "FAILED", "DUPLICATE")),
+                t.files.c.status.in_(sorted(FINISHED)),
                 t.files.c.channel.in_(sorted(channels)),
             )
             .order_by(t.files.c.id)
@@ -174,9 +175,7 @@ class ResultStore:
 
     def mark_delivered(self, file_id: str) -> None:
         """Record that the sender got the result."""
-        q = update(t.files).where(t.files.c.id == file_id).values(delivered_at=datetime.now(UTC))
-        with self.store.begin() as conn:
-            conn.execute(q)
+        FileLifecycle(self.store).deliver(file_id)
 
 
 def _filtered(q: Any, campaign: str | None, status: str | None) -> Any:

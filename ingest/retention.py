@@ -6,11 +6,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, update
-
-from ingest import tables as t
 from ingest.config import Settings
-from ingest.spool import FINISHED
+from ingest.files import FileLifecycle
 from ingest.store import Store
 
 log = logging.getLogger("returnsd.retention")
@@ -19,24 +16,13 @@ log = logging.getLogger("returnsd.retention")
 def purge(settings: Settings, store: Store, now: datetime | None = None) -> int:
     """Delete result files and spooled bytes of files finished before the retention window."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
-    q = (
-        select(t.files.c.id, t.files.c.spool_path, t.results.c.path)
-        .outerjoin(t.results, t.results.c.file_id == t.files.c.id)
-        .where(
-            t.files.c.status.in_(FINISHED),
-            t.files.c.finished_at < cutoff,
-            t.files.c.spool_path != "",
-        )
-    )
-    with store.read() as conn:
-        old = conn.execute(q).all()
+    lifecycle = FileLifecycle(store)
+    old = lifecycle.purgeable(cutoff)
     for file_id, spool_path, result_path in old:
         for p in (spool_path, result_path):
             if p:
                 Path(p).unlink(missing_ok=True)
-        with store.begin() as conn:
-            conn.execute(delete(t.results).where(t.results.c.file_id == file_id))
-            conn.execute(update(t.files).where(t.files.c.id == file_id).values(spool_path=""))
+        lifecycle.purge(file_id)
     sweep_orphans(settings, store, now)
     if old:
         log.info("retention: removed results and spooled bytes of %d files", len(old))
@@ -56,12 +42,7 @@ def sweep_orphans(settings: Settings, store: Store, now: datetime | None = None)
     old = [p for p in root.glob("*/*") if p.is_file() and _mtime(p) < cutoff]
     temporary = [p for p in old if p.parent.name == "tmp"]
     spooled = {p.name: p for p in old if p.parent.name != "tmp"}
-    known: set[str] = set()
-    names = sorted(spooled)
-    with store.read() as conn:
-        for i in range(0, len(names), 500):
-            q = select(t.files.c.id).where(t.files.c.id.in_(names[i : i + 500]))
-            known.update(conn.scalars(q))
+    known = FileLifecycle(store).known(sorted(spooled))
     orphans = [*temporary, *(p for name, p in spooled.items() if name not in known)]
     for p in orphans:
         p.unlink(missing_ok=True)

@@ -7,17 +7,22 @@ here with whole-array operations. The same guard order serves order-level and it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ingest.domain import MAX_MODIFICATIONS
+from ingest.domain import (
+    MAX_MODIFICATIONS,
+    S_APPROVED,
+    S_LOCKED,
+    S_PENDING,
+    S_REVERSED,
+    percent_payout,
+)
 
-S_PENDING, S_REVERSED, S_APPROVED, S_LOCKED = 0, 1, 2, 3
-STATE_NAMES = np.array(["PENDING", "REVERSED", "APPROVED", "LOCKED"], dtype=object)
-STATE_CODES = {str(name): i for i, name in enumerate(STATE_NAMES)}
 OPS = ("modify", "reverse", "reset", "approve")
 OP_MODIFY, OP_REVERSE, OP_RESET, OP_APPROVE = range(4)
 
@@ -58,7 +63,7 @@ class Items:
 
 
 @dataclass
-class Ledger:
+class ActionArrays:
     """The actions a file touches, as arrays; rounds read and update them in place."""
 
     ids: Obj
@@ -86,7 +91,7 @@ class Ledger:
 
     def new_payout(self, pos: I64, amount: I64) -> I64:
         """Payout under the event type's current rule for `amount`, half-up to the cent."""
-        pct = (amount * self.percent_e4[pos] + 500_000) // 1_000_000
+        pct = percent_payout(amount, self.percent_e4[pos])
         return np.where(self.fixed_rule[pos], self.fixed_cents[pos], pct)
 
 
@@ -102,7 +107,10 @@ class Proposal:
     item_error: Obj  # ITEM_NOT_FOUND etc. (checked last), or None
     # Only lines that change items: line index → [(slot, quantity, amount, category)].
     item_updates: dict[int, list[tuple[int, int, int, str | None]]]
-    items_all_zero: Bool
+    override_cpc: Bool  # an operator's explicit change of a CPC action
+
+
+ItemChange = tuple[str, int, int, int, int]  # sku, old quantity, new quantity, old/new amount
 
 
 @dataclass
@@ -119,6 +127,9 @@ class Decision:
     old_state: npt.NDArray[np.int8]
     new_state: npt.NDArray[np.int8]
     op: I64
+    old_status: Obj  # customer status before / after
+    new_status: Obj
+    item_changes: dict[int, list[ItemChange]]  # line index → each item that changed
 
 
 MESSAGES = {
@@ -131,104 +142,173 @@ MESSAGES = {
     (UNCHANGED, OP_RESET): "no change: already at its original values",
 }
 
-GUARD_MESSAGES = {
-    "CURRENCY_MISMATCH": "currencyCode differs from the action's currency",
-    "ACTION_LOCKED": "the action is locked (lock date passed, or approved): it cannot change",
-    "CPC_NOT_SUPPORTED": "CPC actions cannot be reversed or modified by file; ask the operator",
-    "ACTION_REVERSED": "the action is reversed: RESET it first",
-    "MALFORMED": "CustomerStatus is not allowed on a reversal",
-    "MODIFICATION_LIMIT": f"the action already had {MAX_MODIFICATIONS} modifications",
-    "ITEM_NOT_FOUND": "Sku is not an item of this action",
+
+@dataclass
+class Round:
+    """What the guards and the operations of one round read: the lines and their actions."""
+
+    a: ActionArrays
+    p: Proposal
+
+    def __post_init__(self) -> None:
+        self.pos = self.p.pos
+        self.state = self.a.state[self.pos]
+        self.op = self.p.op
+        self.has_status = ~pd.isna(self.p.customer_status)
+
+    def is_(self, *ops: int) -> Bool:
+        """Which lines ask for one of `ops`."""
+        return np.isin(self.op, ops)
+
+
+Guard = tuple[str, str, Callable[[Round], Bool]]
+
+# In the order they are checked: a line gets the first guard that hits it.
+GUARDS: tuple[Guard, ...] = (
+    (
+        "CURRENCY_MISMATCH",
+        "currencyCode differs from the action's currency",
+        lambda r: ~pd.isna(r.p.currency) & (r.p.currency != r.a.currency[r.pos]),
+    ),
+    (
+        "ACTION_LOCKED",
+        "the action is locked (lock date passed, or approved): it cannot change",
+        lambda r: r.a.locked[r.pos] | (r.state == S_APPROVED) | (r.state == S_LOCKED),
+    ),
+    (
+        "CPC_NOT_SUPPORTED",
+        "CPC actions cannot be reversed or modified by a file or an advertiser; an operator "
+        "can do it explicitly",
+        lambda r: (r.a.kind[r.pos] == "cpc") & r.is_(OP_MODIFY, OP_REVERSE) & ~r.p.override_cpc,
+    ),
+    (
+        "ACTION_REVERSED",
+        "the action is reversed: RESET it first",
+        lambda r: (r.state == S_REVERSED) & r.is_(OP_MODIFY, OP_APPROVE),
+    ),
+    (
+        "MALFORMED",
+        "CustomerStatus is not allowed on a reversal",
+        lambda r: r.is_(OP_REVERSE) & r.has_status & (r.state != S_REVERSED),
+    ),
+    (
+        "MODIFICATION_LIMIT",
+        f"the action already had {MAX_MODIFICATIONS} modifications",
+        lambda r: r.is_(OP_MODIFY) & (r.a.mod_count[r.pos] >= MAX_MODIFICATIONS),
+    ),
+    ("ITEM_NOT_FOUND", "Sku is not an item of this action", lambda r: ~pd.isna(r.p.item_error)),
+)
+GUARD_MESSAGES = {code: message for code, message, _ in GUARDS}
+
+
+@dataclass
+class After:
+    """The new values of a round's lines, filled in by the operations."""
+
+    amount: I64
+    payout: I64
+    state: npt.NDArray[np.int8]
+    status: Obj
+    changed: Bool
+
+
+def _modify(r: Round, m: Bool, new: After) -> None:
+    a, pos = r.a, r.pos
+    new.amount[m], new.payout[m] = r.p.amount[m], a.new_payout(pos, r.p.amount)[m]
+    new.status[m & r.has_status] = r.p.customer_status[m & r.has_status]
+    new.changed |= m & (
+        (new.amount != a.amount[pos])
+        | (new.payout != a.payout[pos])
+        | (new.status != a.customer_status[pos])
+        | _items_change(a, r.p, len(pos))
+    )
+
+
+def _reverse(r: Round, m: Bool, new: After) -> None:
+    m = m & (r.state != S_REVERSED)
+    new.amount[m], new.payout[m], new.state[m] = 0, 0, S_REVERSED
+    new.changed |= m
+
+
+def _reset(r: Round, m: Bool, new: After) -> None:
+    a, pos = r.a, r.pos
+    at_orig = (
+        (a.amount[pos] == a.orig_amount[pos])
+        & (a.payout[pos] == a.orig_payout[pos])
+        & (a.customer_status[pos] == a.orig_customer_status[pos])
+        & (r.state == S_PENDING)
+        & ~_items_dirty(a, pos)
+    )
+    new.amount[m], new.payout[m] = a.orig_amount[pos][m], a.orig_payout[pos][m]
+    new.state[m], new.status[m] = S_PENDING, a.orig_customer_status[pos][m]
+    new.changed |= m & ~at_orig
+
+
+def _approve(r: Round, m: Bool, new: After) -> None:
+    new.state[m] = S_APPROVED
+    new.changed |= m
+
+
+OPERATIONS: dict[int, Callable[[Round, Bool, After], None]] = {
+    OP_MODIFY: _modify,
+    OP_REVERSE: _reverse,
+    OP_RESET: _reset,
+    OP_APPROVE: _approve,
 }
 
 
-def decide(ledger: Ledger, p: Proposal) -> Decision:
-    """Apply the guards in SPEC order, then the change; update the ledger for applied lines."""
-    pos = p.pos
-    state = ledger.state[pos]
-    op = p.op.copy()
-    items_dirty = _items_dirty(ledger, pos)
-    is_cpc = ledger.kind[pos] == "cpc"
-    changing = (op == OP_MODIFY) | (op == OP_REVERSE)
-    has_cs, has_cur = ~pd.isna(p.customer_status), ~pd.isna(p.currency)
-    item_err = ~pd.isna(p.item_error)
-    guards = [
-        ("CURRENCY_MISMATCH", has_cur & (p.currency != ledger.currency[pos])),
-        ("ACTION_LOCKED", ledger.locked[pos] | (state == S_APPROVED) | (state == S_LOCKED)),
-        ("CPC_NOT_SUPPORTED", is_cpc & changing),
-        ("ACTION_REVERSED", (state == S_REVERSED) & ((op == OP_MODIFY) | (op == OP_APPROVE))),
-        ("MALFORMED", (op == OP_REVERSE) & has_cs & (state != S_REVERSED)),
-        ("MODIFICATION_LIMIT", (op == OP_MODIFY) & (ledger.mod_count[pos] >= MAX_MODIFICATIONS)),
-        ("ITEM_NOT_FOUND", item_err),
-    ]
-    code = np.full(len(pos), None, dtype=object)
-    for name, hit in reversed(guards):
-        code[hit] = name
+def decide(arrays: ActionArrays, p: Proposal) -> Decision:
+    """Check the guards in order, then run each line's operation; update the arrays in place."""
+    r = Round(arrays, p)
+    pos, n = r.pos, len(r.pos)
+    code = np.full(n, None, dtype=object)
+    for name, _, hit in reversed(GUARDS):
+        code[hit(r)] = name
     message = pd.Series(code, dtype=object).map(GUARD_MESSAGES).to_numpy(dtype=object)
-    found = item_err & (code == "ITEM_NOT_FOUND")
+    found = code == "ITEM_NOT_FOUND"
     message[found] = p.item_error[found]
     ok = pd.isna(code)
-
-    old_amount, old_payout = ledger.amount[pos], ledger.payout[pos]
-    cur_cs = ledger.customer_status[pos]
-    new_amount, new_payout, new_state = old_amount.copy(), old_payout.copy(), state.copy()
-    new_cs = np.where(has_cs & (op == OP_MODIFY), p.customer_status, cur_cs)
-    changed = np.zeros(len(pos), dtype=bool)
-
-    m = ok & (op == OP_MODIFY)
-    proposed_payout = ledger.new_payout(pos, p.amount)
-    new_amount[m], new_payout[m] = p.amount[m], proposed_payout[m]
-    changed |= m & (
-        (new_amount != old_amount)
-        | (new_payout != old_payout)
-        | (new_cs != cur_cs)
-        | _items_change(ledger, p, len(pos))
+    old_status = arrays.customer_status[pos].copy()
+    new = After(
+        arrays.amount[pos].copy(),
+        arrays.payout[pos].copy(),
+        r.state.copy(),
+        old_status.copy(),
+        np.zeros(n, dtype=bool),
     )
-    r = ok & (op == OP_REVERSE) & (state != S_REVERSED)
-    new_amount[r], new_payout[r], new_state[r] = 0, 0, S_REVERSED
-    changed |= r
-    z = ok & (op == OP_RESET)
-    orig_cs = ledger.orig_customer_status[pos]
-    at_orig = (
-        (old_amount == ledger.orig_amount[pos])
-        & (old_payout == ledger.orig_payout[pos])
-        & (cur_cs == orig_cs)
-        & (state == S_PENDING)
-        & ~items_dirty
-    )
-    new_amount[z], new_payout[z] = ledger.orig_amount[pos][z], ledger.orig_payout[pos][z]
-    new_state[z] = S_PENDING
-    new_cs = np.where(z, orig_cs, new_cs)
-    changed |= z & ~at_orig
-    a = ok & (op == OP_APPROVE)
-    new_state[a] = S_APPROVED
-    changed |= a
-
-    status = np.where(ok, np.where(changed, APPLIED, UNCHANGED), ERROR).astype(object)
+    for op, run in OPERATIONS.items():
+        run(r, ok & (r.op == op), new)
+    status = np.where(ok, np.where(new.changed, APPLIED, UNCHANGED), ERROR).astype(object)
     for (outcome, kind), text in MESSAGES.items():
-        message[ok & (status == outcome) & (op == kind)] = text
-    _commit(ledger, p, pos, changed, op, new_amount, new_payout, new_state, new_cs)
-    # An action whose lock date has passed is shown as LOCKED even before the lock job runs.
-    late = ledger.locked[pos] & ((state == S_PENDING) | (state == S_APPROVED))
-    shown = np.where(late, S_LOCKED, state).astype(np.int8)
-    return Decision(
-        status, code, message, old_amount, new_amount, old_payout, new_payout, shown, new_state, op
-    )
+        message[ok & (status == outcome) & (r.op == kind)] = text
+    decision = Decision(
+        status, code, message, arrays.amount[pos].copy(), new.amount,
+        arrays.payout[pos].copy(), new.payout, _shown(r), new.state, r.op.copy(),
+        old_status, new.status, {},
+    )  # fmt: skip
+    decision.item_changes = _commit(arrays, p, new.changed, decision)
+    return decision
 
 
-def _items_dirty(ledger: Ledger, pos: I64) -> Bool:
+def _shown(r: Round) -> npt.NDArray[np.int8]:
+    """An action whose lock date has passed is shown as LOCKED even before the lock job runs."""
+    late = r.a.locked[r.pos] & ((r.state == S_PENDING) | (r.state == S_APPROVED))
+    return np.where(late, S_LOCKED, r.state).astype(np.int8)
+
+
+def _items_dirty(arrays: ActionArrays, pos: I64) -> Bool:
     """Which of these actions have an item that differs from its original."""
     dirty = np.zeros(len(pos), dtype=bool)
-    if ledger.items.by_action:
-        with_items = np.isin(pos, np.fromiter(ledger.items.by_action, np.int64))
+    if arrays.items.by_action:
+        with_items = np.isin(pos, np.fromiter(arrays.items.by_action, np.int64))
         for i in np.flatnonzero(with_items):
-            dirty[i] = ledger.items.dirty(int(pos[i]))
+            dirty[i] = arrays.items.dirty(int(pos[i]))
     return dirty
 
 
-def _items_change(ledger: Ledger, p: Proposal, n: int) -> Bool:
+def _items_change(arrays: ActionArrays, p: Proposal, n: int) -> Bool:
     """Which lines would change an item's quantity, amount or category."""
-    items = ledger.items
+    items = arrays.items
     change = np.zeros(n, dtype=bool)
     for i, updates in p.item_updates.items():
         change[i] = any(
@@ -241,34 +321,39 @@ def _items_change(ledger: Ledger, p: Proposal, n: int) -> Bool:
 
 
 def _commit(
-    ledger: Ledger,
-    p: Proposal,
-    pos: I64,
-    changed: Bool,
-    op: I64,
-    new_amount: I64,
-    new_payout: I64,
-    new_state: npt.NDArray[np.int8],
-    new_cs: Obj,
-) -> None:
-    w = pos[changed]
-    ledger.amount[w] = new_amount[changed]
-    ledger.payout[w] = new_payout[changed]
-    ledger.state[w] = new_state[changed]
-    ledger.customer_status[w] = new_cs[changed]
-    ledger.mod_count[w] += (op[changed] == OP_MODIFY).astype(np.int64)
-    ledger.touched[w] = True
-    items = ledger.items
+    arrays: ActionArrays, p: Proposal, changed: Bool, d: Decision
+) -> dict[int, list[ItemChange]]:
+    """Write the changed lines into the arrays; return each line's item changes."""
+    w = p.pos[changed]
+    arrays.amount[w] = d.new_amount[changed]
+    arrays.payout[w] = d.new_payout[changed]
+    arrays.state[w] = d.new_state[changed]
+    arrays.customer_status[w] = d.new_status[changed]
+    arrays.mod_count[w] += (d.op[changed] == OP_MODIFY).astype(np.int64)
+    arrays.touched[w] = True
+    items = arrays.items
+    moves: dict[int, list[tuple[int, int, int, str | None]]] = {}
     if items.by_action:
-        resets = changed & (op == OP_RESET)
-        for k in np.flatnonzero(resets & np.isin(pos, np.fromiter(items.by_action, np.int64))):
-            for s in items.by_action[int(pos[k])]:
-                items.quantity[s], items.amount[s] = items.orig_quantity[s], items.orig_amount[s]
-                items.touched[s] = True
+        resets = changed & (d.op == OP_RESET)
+        for k in np.flatnonzero(resets & np.isin(p.pos, np.fromiter(items.by_action, np.int64))):
+            slots = items.by_action[int(p.pos[k])]
+            moves[int(k)] = [
+                (s, int(items.orig_quantity[s]), int(items.orig_amount[s]), None) for s in slots
+            ]
     for i, updates in p.item_updates.items():
-        if changed[i] and op[i] in (OP_MODIFY, OP_REVERSE):
-            for slot, qty, amt, cat in updates:
-                items.quantity[slot], items.amount[slot] = qty, amt
-                if cat is not None:
-                    items.category[slot] = cat
-                items.touched[slot] = True
+        if changed[i] and d.op[i] in (OP_MODIFY, OP_REVERSE):
+            moves[i] = updates
+    return {i: _move_items(items, updates) for i, updates in moves.items()}
+
+
+def _move_items(items: Items, updates: list[tuple[int, int, int, str | None]]) -> list[ItemChange]:
+    changes: list[ItemChange] = []
+    for slot, qty, amt, cat in updates:
+        old_q, old_a = int(items.quantity[slot]), int(items.amount[slot])
+        if (old_q, old_a) != (qty, amt):
+            changes.append((str(items.sku[slot]), old_q, qty, old_a, amt))
+        items.quantity[slot], items.amount[slot] = qty, amt
+        if cat is not None:
+            items.category[slot] = cat
+        items.touched[slot] = True
+    return changes

@@ -13,26 +13,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from ingest import errors
-from ingest import tables as t
+from ingest import errors, files
 from ingest.config import Settings
 from ingest.errors import FileRejected, SpoolFull, UnknownCampaign
+from ingest.files import FINISHED, FileStatus, NewFile
 from ingest.store import Store
 
 QUEUED, PROCESSING, COMPLETE, FAILED, DUPLICATE = (
-    "QUEUED",
-    "PROCESSING",
-    "COMPLETE",
-    "FAILED",
-    "DUPLICATE",
+    FileStatus.QUEUED,
+    FileStatus.PROCESSING,
+    FileStatus.COMPLETE,
+    FileStatus.FAILED,
+    FileStatus.DUPLICATE,
 )
-FINISHED = (COMPLETE, FAILED, DUPLICATE)
 RESERVED_PREFIXES = ("receipt_", "result_")
-# Failures of returnsd itself, not of the file: the same bytes sent again are processed anew.
-RETRYABLE = ("INTERNAL_ERROR", "INTERRUPTED")
 CHUNK = 1024 * 1024
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -44,7 +40,7 @@ class Accepted:
     file_id: str
     campaign: str
     name: str
-    status: str
+    status: FileStatus
     size: int
     sha256: str
     duplicate_of: str | None = None
@@ -115,9 +111,10 @@ class Spool:
         final = self.root / campaign / file_id
         size, digest = self._store_bytes(data, final)
         try:
-            accepted = self._record(
-                campaign, channel, base, file_id, final, size, digest, now, sender, peer, meta
+            new = NewFile(
+                file_id, campaign, channel, base, size, digest, final, now, sender, peer, meta or {}
             )
+            accepted = self._record(new)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -159,87 +156,23 @@ class Spool:
             raise
         return size, digest.hexdigest()
 
-    def _record(
-        self,
-        campaign: str,
-        channel: str,
-        name: str,
-        file_id: str,
-        path: Path,
-        size: int,
-        digest: str,
-        now: datetime,
-        sender: str | None,
-        peer: str | None,
-        meta: dict[str, object] | None,
-    ) -> Accepted:
-        row = {
-            "id": file_id,
-            "campaign_id": campaign,
-            "channel": channel,
-            "name": name,
-            "sender": sender,
-            "peer": peer,
-            "size": size,
-            "sha256": digest,
-            "spool_path": str(path),
-            "attempts": 0,
-            "meta": meta or {},
-            "received_at": now,
-        }
+    def _record(self, new: NewFile) -> Accepted:
         for _ in range(3):
             try:
                 with self.store.begin() as conn:
-                    first = _first_with_hash(conn, campaign, digest)
-                    if first is None:
-                        conn.execute(
-                            t.file_hashes.insert(),
-                            {"campaign_id": campaign, "sha256": digest, "file_id": file_id},
-                        )
-                        conn.execute(t.files.insert(), {**row, "status": QUEUED})
-                        return Accepted(file_id, campaign, name, QUEUED, size, digest)
-                    first_id, first_status, first_error = first
-                    if first_status == FAILED and first_error in RETRYABLE:
-                        conn.execute(
-                            t.file_hashes.update()
-                            .where(
-                                t.file_hashes.c.campaign_id == campaign,
-                                t.file_hashes.c.sha256 == digest,
-                            )
-                            .values(file_id=file_id)
-                        )
-                        conn.execute(t.files.insert(), {**row, "status": QUEUED})
-                        return Accepted(file_id, campaign, name, QUEUED, size, digest)
-                    if first_status in (QUEUED, PROCESSING):
-                        return Accepted(first_id, campaign, name, first_status, size, digest)
-                    conn.execute(
-                        t.files.insert(),
-                        {
-                            **row,
-                            "spool_path": "",
-                            "status": DUPLICATE,
-                            "duplicate_of": first_id,
-                            "error_code": DUPLICATE,
-                            "error_message": f"the same bytes were already received as {first_id}",
-                            "finished_at": now,
-                        },
-                    )
-                    return Accepted(file_id, campaign, name, DUPLICATE, size, digest, first_id)
+                    admitted = files.admit(conn, new)
             except IntegrityError:
                 continue  # another copy was recorded at the same moment: look again
+            return Accepted(
+                admitted.file_id,
+                new.campaign_id,
+                new.name,
+                admitted.status,
+                new.size,
+                new.sha256,
+                admitted.duplicate_of,
+            )
         raise errors.Transient("could not record the file; try again")
-
-
-def _first_with_hash(
-    conn: Connection, campaign: str, digest: str
-) -> tuple[str, str, str | None] | None:
-    q = (
-        select(t.files.c.id, t.files.c.status, t.files.c.error_code)
-        .join(t.file_hashes, t.file_hashes.c.file_id == t.files.c.id)
-        .where(t.file_hashes.c.campaign_id == campaign, t.file_hashes.c.sha256 == digest)
-    )
-    found = conn.execute(q).first()
-    return (found[0], found[1], found[2]) if found else None
 
 
 def _chunks(data: bytes | Path | BinaryIO) -> Iterator[bytes]:
@@ -261,3 +194,17 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+__all__ = [
+    "COMPLETE",
+    "DUPLICATE",
+    "FAILED",
+    "FINISHED",
+    "PROCESSING",
+    "QUEUED",
+    "Accepted",
+    "Spool",
+    "is_reserved_name",
+    "new_file_id",
+]

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError as SQLAlchemyError
 from ingest import tables as t
 from ingest.config import Settings
 from ingest.errors import ConfigError, Transient
+from ingest.sql import adapter_for
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -79,6 +80,7 @@ class Store:
     def __init__(self, engine: Engine, reader: Engine | None = None) -> None:
         self.engine = engine
         self.reader = reader or engine
+        self.sql = adapter_for(engine.dialect.name)  # the one place the dialect is chosen
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

@@ -10,17 +10,14 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-
-from ingest import tables as t
+from ingest import files
 from ingest.config import Settings
-from ingest.engine import FileRecord, Progress, apply_file
+from ingest.engine import Progress, parse_file, run_file
 from ingest.errors import FileRejected, Transient
 from ingest.events import file_event
-from ingest.spool import FAILED, FINISHED, PROCESSING, QUEUED
+from ingest.files import FINISHED, INTERNAL_ERROR, FileLifecycle, FileRecord, FileStatus
 from ingest.store import Store
 
 log = logging.getLogger("returnsd.worker")
@@ -52,6 +49,41 @@ def _quiet(stage: str, done: int, total: int) -> None:
     """No progress display."""
 
 
+def process_file(
+    store: Store,
+    settings: Settings,
+    rec: FileRecord,
+    *,
+    progress: Progress = _quiet,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Process a claimed file to COMPLETE or FAILED and return its JSON summary.
+
+    The engine's changes and the COMPLETE record commit in one transaction: a crash before the
+    commit leaves the actions untouched and the file to be processed again.
+    """
+    started = time.perf_counter()
+    try:
+        job = parse_file(settings, rec, progress, now=now)
+    except FileRejected as exc:
+        timings = {"parse": round(time.perf_counter() - started, 4)}
+        return FileLifecycle(store).fail(rec.id, exc.code, exc.message, timings)
+    with store.begin() as conn:
+        outcome = run_file(conn, store.sql, job)
+        files.complete(conn, rec.id, outcome)
+    return outcome.summary
+
+
+def _outcome_text(summary: dict[str, Any]) -> str:
+    if "error" in summary:
+        return f"FAILED {summary['error']['code']}"
+    counts = summary.get("counts") or {}
+    return (
+        f"COMPLETE applied={counts.get('applied')} unchanged={counts.get('unchanged')} "
+        f"errors={counts.get('errors')}"
+    )
+
+
 class Worker:
     """Processes spooled files one at a time; many workers may share a database."""
 
@@ -68,66 +100,27 @@ class Worker:
         self.on_finished = on_finished
         self.wake = threading.Event()
         self.unreleased: set[str] = set()  # files to put back in the queue once the DB is back
+        self.files = FileLifecycle(store)
 
     def recover(self) -> int:
         """Requeue files whose worker died mid-way (or fail them after max attempts)."""
         now = datetime.now(UTC)
-        q = select(t.files.c.id, t.files.c.worker, t.files.c.started_at, t.files.c.attempts)
-        with self.store.begin() as conn:
-            rows = conn.execute(q.where(t.files.c.status == PROCESSING)).all()
-            dead = [
-                r for r in rows if r.worker != self.tag and not _alive(r.worker, r.started_at, now)
-            ]
-            for r in dead:
-                values: dict[str, Any] = {"status": QUEUED, "worker": None}
-                if r.attempts >= self.settings.max_attempts:
-                    values = {
-                        "status": FAILED,
-                        "worker": None,
-                        "finished_at": now,
-                        "error_code": "INTERRUPTED",
-                        "error_message": f"processing was interrupted {r.attempts} times; "
-                        "the operator must look at it",
-                    }
-                conn.execute(update(t.files).where(t.files.c.id == r.id).values(**values))
-        for r in dead:
-            log.warning("file %s was interrupted (attempt %s); requeued", r.id, r.attempts)
+        dead = self.files.recover(
+            self.tag, lambda tag, started: _alive(tag, started, now), self.settings.max_attempts
+        )
+        for file_id, attempts in dead:
+            log.warning("file %s was interrupted (attempt %s); requeued", file_id, attempts)
         return len(dead)
 
     def claim(self, file_id: str | None = None) -> FileRecord | None:
         """Take the oldest queued file (or the given one) for this worker, or None."""
-        with self.store.begin() as conn:
-            q = select(t.files).where(t.files.c.status == QUEUED)
-            q = q.where(t.files.c.id == file_id) if file_id else q.order_by(t.files.c.id)
-            row = conn.execute(q.limit(1)).mappings().first()
-            if row is None:
-                return None
-            done = conn.execute(
-                update(t.files)
-                .where(t.files.c.id == row["id"], t.files.c.status == QUEUED)
-                .values(
-                    status=PROCESSING,
-                    attempts=t.files.c.attempts + 1,
-                    worker=self.tag,
-                    started_at=datetime.now(UTC),
-                )
-            )
-            if done.rowcount != 1:
-                return None
-        return FileRecord(
-            row["id"],
-            row["campaign_id"],
-            row["channel"],
-            row["name"],
-            row["sender"],
-            Path(row["spool_path"]),
-        )
+        return self.files.claim(self.tag, file_id)
 
     def process(self, rec: FileRecord, progress: Progress | None = None) -> None:
         """Run the engine on a claimed file; errors park or requeue it, never crash the worker."""
         started = time.perf_counter()
         try:
-            summary = apply_file(self.store, self.settings, rec, progress=progress or _quiet)
+            summary = process_file(self.store, self.settings, rec, progress=progress or _quiet)
         except Transient as exc:
             self._release(rec, f"{exc}")
             file_event(
@@ -139,21 +132,9 @@ class Worker:
                 outcome=str(exc),
             )
             return
-        except FileRejected as exc:
-            self._fail(rec, exc.code, exc.message)
-            summary = {"error": {"code": exc.code}}
         except Exception as exc:  # noqa: BLE001 - park the file with its traceback, keep running
             log.error("file %s failed unexpectedly:\n%s", rec.id, traceback.format_exc())
-            self._fail(rec, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
-            summary = {"error": {"code": "INTERNAL_ERROR"}}
-        seconds = time.perf_counter() - started
-        counts = summary.get("counts") or {}
-        outcome = (
-            f"FAILED {summary['error']['code']}"
-            if "error" in summary
-            else f"COMPLETE applied={counts.get('applied')} unchanged={counts.get('unchanged')} "
-            f"errors={counts.get('errors')}"
-        )
+            summary = self.files.fail(rec.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         file_event(
             "processed",
             file_id=rec.id,
@@ -161,8 +142,8 @@ class Worker:
             campaign=rec.campaign_id,
             sender=rec.sender,
             name=rec.name,
-            seconds=seconds,
-            outcome=outcome,
+            seconds=time.perf_counter() - started,
+            outcome=_outcome_text(summary),
         )
         if self.on_finished:
             self.on_finished(rec.id)
@@ -175,30 +156,11 @@ class Worker:
         """Put files this worker gave up on back in the queue (retried until the DB answers)."""
         for file_id in sorted(self.unreleased):
             try:
-                with self.store.begin() as conn:
-                    conn.execute(
-                        update(t.files)
-                        .where(t.files.c.id == file_id, t.files.c.status == PROCESSING)
-                        .values(status=QUEUED, worker=None, error_message=why)
-                    )
+                self.files.release(file_id, why)
             except Transient:
                 log.warning("could not requeue %s yet (database down); will retry", file_id)
                 return
             self.unreleased.discard(file_id)
-
-    def _fail(self, rec: FileRecord, code: str, message: str) -> None:
-        with self.store.begin() as conn:
-            conn.execute(
-                update(t.files)
-                .where(t.files.c.id == rec.id)
-                .values(
-                    status=FAILED,
-                    worker=None,
-                    finished_at=datetime.now(UTC),
-                    error_code=code,
-                    error_message=message,
-                )
-            )
 
     def drain(self, stop: threading.Event | None = None) -> int:
         """Process queued files until none is left (or `stop` is set); return how many."""
@@ -208,10 +170,9 @@ class Worker:
             done += 1
         return done
 
-    def status(self, file_id: str) -> str | None:
+    def status(self, file_id: str) -> FileStatus | None:
         """The current status of a file."""
-        with self.store.read() as conn:
-            return conn.scalar(select(t.files.c.status).where(t.files.c.id == file_id))
+        return self.files.status(file_id)
 
     def run(self, stop: threading.Event, idle_seconds: float = 1.0) -> None:
         """Loop until `stop` is set: process queued files, sleep until woken or idle time."""
@@ -226,7 +187,7 @@ class Worker:
                 log.warning("database unavailable, files stay queued: %s", exc)
                 stop.wait(min(idle_seconds * 5, 10))
 
-    def wait_finished(self, file_id: str, timeout: float = 3600) -> str | None:
+    def wait_finished(self, file_id: str, timeout: float = 3600) -> FileStatus | None:
         """Block until a file is finished (e.g. processed by another worker); return its status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

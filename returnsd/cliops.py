@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,9 @@ from sqlalchemy import func, select
 
 from ingest import tables as t
 from ingest.config import Settings
+from ingest.domain import money_text
+from ingest.engine import DryRun, dry_run
+from ingest.files import FileLifecycle
 from ingest.results import FileOutcome, ResultStore
 from ingest.spool import PROCESSING, QUEUED, Spool
 from ingest.store import Store
@@ -33,6 +38,9 @@ EXPORT_COLUMNS = (
     "OriginalAmount",
     "OriginalPayout",
 )
+
+
+MONEY_COLUMNS = frozenset({"Amount", "Payout", "OriginalAmount", "OriginalPayout"})
 
 
 class TerminalProgress:
@@ -69,24 +77,44 @@ def ingest_file(
     """Spool a local file and process it now (the same path as every channel)."""
     spool = Spool(settings, store)
     accepted = spool.accept(campaign_id, "cli", path.name, path, sender=sender, peer="local")
-    worker = Worker(settings, store)
     if accepted.status in (QUEUED, PROCESSING):
-        worker.recover()
-        rec = worker.claim(accepted.file_id)
-        if rec is not None:
-            bar = TerminalProgress() if progress else None
-            worker.process(rec, progress=bar)
-            if bar:
-                bar.close()
-        else:
-            worker.wait_finished(accepted.file_id)
+        _run_now(settings, store, accepted.file_id, progress)
     outcome = ResultStore(store).outcome(accepted.file_id)
     assert outcome is not None
     return outcome
 
 
-def _money(cents: int | None) -> str:
-    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
+def _run_now(settings: Settings, store: Store, file_id: str, progress: bool) -> None:
+    worker = Worker(settings, store)
+    worker.recover()
+    rec = worker.claim(file_id)
+    if rec is None:
+        worker.wait_finished(file_id)
+        return
+    bar = TerminalProgress() if progress else None
+    worker.process(rec, progress=bar)
+    if bar:
+        bar.close()
+
+
+def dry_run_file(settings: Settings, store: Store, path: Path, campaign_id: str) -> DryRun:
+    """Check a local file without applying or recording it: its summary and result CSV.
+
+    Not recorded on purpose: a dry run's hash would make the real upload of the same bytes a
+    DUPLICATE, and the files list stays the list of what was received for applying.
+    """
+    with store.read() as conn:
+        return dry_run(conn, store.sql, settings, campaign_id, path.name, path.read_bytes())
+
+
+def reprocess_file(
+    settings: Settings, store: Store, file_id: str, actor: str
+) -> FileOutcome | None:
+    """Queue a FAILED or DUPLICATE file again and process it now; its outcome (None: no file)."""
+    if FileLifecycle(store).reprocess(file_id, actor) is None:
+        return None
+    _run_now(settings, store, file_id, progress=False)
+    return ResultStore(store).outcome(file_id)
 
 
 def _action_doc(r: Any) -> dict[str, Any]:
@@ -98,14 +126,14 @@ def _action_doc(r: Any) -> dict[str, Any]:
         "PartnerId": r.partner_id,
         "EventDate": r.event_at.isoformat(),
         "LockDate": r.lock_at.isoformat(),
-        "Amount": _money(r.amount),
+        "Amount": money_text(r.amount),
         "Currency": r.currency,
-        "Payout": _money(r.payout),
+        "Payout": money_text(r.payout),
         "CustomerStatus": r.customer_status or "",
         "State": r.state,
         "Modifications": r.mod_count,
-        "OriginalAmount": _money(r.orig_amount),
-        "OriginalPayout": _money(r.orig_payout),
+        "OriginalAmount": money_text(r.orig_amount),
+        "OriginalPayout": money_text(r.orig_payout),
     }
 
 
@@ -177,9 +205,9 @@ def show_action(store: Store, action_id: str) -> dict[str, Any] | None:
             "Sku": i["sku"],
             "Category": i["category"],
             "Quantity": i["quantity"],
-            "Amount": _money(i["amount"]),
+            "Amount": money_text(i["amount"]),
             "OriginalQuantity": i["orig_quantity"],
-            "OriginalAmount": _money(i["orig_amount"]),
+            "OriginalAmount": money_text(i["orig_amount"]),
         }
         for i in items
     ]
@@ -190,14 +218,15 @@ def show_action(store: Store, action_id: str) -> dict[str, Any] | None:
             "reason": h["reason"],
             "old_state": h["old_state"],
             "new_state": h["new_state"],
-            "old_amount": _money(h["old_amount"]),
-            "new_amount": _money(h["new_amount"]),
-            "old_payout": _money(h["old_payout"]),
-            "new_payout": _money(h["new_payout"]),
+            "old_amount": money_text(h["old_amount"]),
+            "new_amount": money_text(h["new_amount"]),
+            "old_payout": money_text(h["old_payout"]),
+            "new_payout": money_text(h["new_payout"]),
             "file_id": h["file_id"],
             "line": h["line"],
             "channel": h["channel"],
             "actor": h["actor"],
+            **(json.loads(h["detail"]) if h["detail"] else {}),
         }
         for h in history
     ]
@@ -214,12 +243,21 @@ def export_actions(store: Store, campaign_id: str | None, fmt: str, output: Path
         rows = (_action_doc(r) for r in conn.execute(q))
         if fmt == "xlsx":
             from openpyxl import Workbook
+            from openpyxl.cell import WriteOnlyCell
 
             wb = Workbook(write_only=True)
             ws = wb.create_sheet("actions")
             ws.append(list(EXPORT_COLUMNS))
             for doc in rows:
-                ws.append([_cell(doc[c]) for c in EXPORT_COLUMNS])
+                cells: list[Any] = []
+                for c in EXPORT_COLUMNS:
+                    if c in MONEY_COLUMNS:
+                        cell = WriteOnlyCell(ws, value=float(Decimal(doc[c])))
+                        cell.number_format = "0.00"
+                        cells.append(cell)
+                    else:
+                        cells.append(_cell(doc[c]))
+                ws.append(cells)
                 n += 1
             wb.save(output)
             return n

@@ -429,10 +429,16 @@ CASE_LIST = [
     Case(
         "custom-codes",
         "custom_codes.csv",
-        messages=((7, "Reason"), (8, "Amount")),
+        # Line 3 gives an Amount with a reversing code: an error, not a silently dropped amount.
+        messages=(
+            (3, "Amount cannot be given with Reason 'CHARGEBACK'"),
+            (7, "Reason"),
+            (8, "Amount"),
+        ),
         ledger={
             "CC-1": {"Amount": "75.00", "Payout": "5.63", "Modifications": 1},
-            "CC-2": {"State": "REVERSED", "Amount": "0.00", "OriginalAmount": "100.00"},
+            "CC-2": {"State": "PENDING", "Amount": "100.00", "History": []},
+            "CC-3": {"State": "REVERSED", "Amount": "0.00", "OriginalAmount": "100.00"},
             "CC-4": {"State": "APPROVED"},
         },
     ),

@@ -18,10 +18,11 @@ from sqlalchemy import delete, select
 
 from ingest import config
 from ingest import tables as t
-from ingest.engine import FileRecord, apply_file
+from ingest.files import FileRecord
 from ingest.results import ResultStore
 from ingest.spool import Spool
 from ingest.store import Store, make_engine
+from ingest.worker import process_file
 from tests.conftest import campaign_dict
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -107,6 +108,8 @@ def model_row(actions: dict[str, Act], row: dict[str, str], item_file: bool) -> 
     effect = {"RESET": "reset", "APPROVED": "approve"}.get(reason, CUSTOM.get(reason, "modify"))
     if not is_item and effect == "modify" and not order_amount and not row.get("CustomerStatus"):
         return ("ERROR", "MALFORMED", None)
+    if not is_item and order_amount and effect in ("reverse", "approve"):
+        return ("ERROR", "MALFORMED", None)  # the amount would be dropped
     if aid:
         act = actions.get(aid)
     else:
@@ -362,7 +365,7 @@ class Harness:
             None,
             Path(self.settings.spool_dir) / "acme" / acc.file_id,
         )
-        apply_file(self.store, self.settings, rec, now=NOW)
+        process_file(self.store, self.settings, rec, now=NOW)
         out = ResultStore(self.store).outcome(acc.file_id)
         assert out is not None and out.status == "COMPLETE", out
         result = list(csv.DictReader(io.StringIO((out.result_csv() or b"").decode())))

@@ -133,22 +133,26 @@ def actions_show(ctx: Context, action_id: str, json_out: bool) -> None:
     emit(doc, json_out, _action_text(doc))
 
 
+CPC_HELP = "change a CPC action anyway (operators only; recorded as an override)"
+
+
 def _single(ctx: Context, action_id: str, operation: str, json_out: bool, **kw: Any) -> None:
-    from ingest.actions import operate
+    from ingest.operations import Change, Operation, Role, apply_change
     from returnsd.cliops import campaign_of
 
     campaign_id = campaign_of(ctx.store, action_id)
     if campaign_id is None:
         fail(f"no action {action_id}")
-    doc = operate(
+    outcome = apply_change(
         ctx.store,
         ctx.settings,
-        ctx.campaign(campaign_id),
-        action_id,
-        operation,
+        ctx.campaign(campaign_id).id,
+        Change(action_id, Operation(operation), **kw),
         actor=f"cli:{getpass.getuser()}",
-        **kw,
+        channel="cli",
+        role=Role.OPERATOR,
     )
+    doc = outcome.as_dict()
     text = f"{action_id}: {doc['status']}"
     text += (
         f" {doc['error_code']}: {doc['message']}" if doc["error_code"] else f" ({doc['message']})"
@@ -169,11 +173,14 @@ def actions_approve(ctx: Context, action_id: str, json_out: bool) -> None:
 @actions.command("reverse")
 @click.argument("action_id")
 @click.option("--reason", default="OTHER", show_default=True)
+@click.option("--cpc-override", is_flag=True, help=CPC_HELP)
 @json_option
 @pass_ctx
-def actions_reverse(ctx: Context, action_id: str, reason: str, json_out: bool) -> None:
-    """Reverse one action."""
-    _single(ctx, action_id, "reverse", json_out, reason=reason)
+def actions_reverse(
+    ctx: Context, action_id: str, reason: str, cpc_override: bool, json_out: bool
+) -> None:
+    """Reverse one action with a reversal reason (or a custom reverse code)."""
+    _single(ctx, action_id, "reverse", json_out, reason=reason, override_cpc=cpc_override)
 
 
 @actions.command("modify")
@@ -181,6 +188,7 @@ def actions_reverse(ctx: Context, action_id: str, reason: str, json_out: bool) -
 @click.option("--amount", help="the new total sale amount, e.g. 80.00")
 @click.option("--customer-status")
 @click.option("--reason", default="ORDER_UPDATE", show_default=True)
+@click.option("--cpc-override", is_flag=True, help=CPC_HELP)
 @json_option
 @pass_ctx
 def actions_modify(
@@ -189,6 +197,7 @@ def actions_modify(
     amount: str | None,
     customer_status: str | None,
     reason: str,
+    cpc_override: bool,
     json_out: bool,
 ) -> None:
     """Modify one action's amount and/or customer status."""
@@ -202,6 +211,7 @@ def actions_modify(
         amount=amount,
         reason=reason,
         customer_status=customer_status,
+        override_cpc=cpc_override,
     )
 
 
@@ -211,7 +221,7 @@ def actions_modify(
 @pass_ctx
 def actions_restore(ctx: Context, action_id: str, json_out: bool) -> None:
     """Put a modified or reversed action back to its original values (RESET)."""
-    _single(ctx, action_id, "restore", json_out)
+    _single(ctx, action_id, "reset", json_out)
 
 
 @actions.command("export")

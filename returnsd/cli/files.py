@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from ingest import spool
 from ingest.errors import FileRejected, UnknownCampaign
+from ingest.files import FileStatus
 from returnsd.cli.app import main
 from returnsd.cli.common import (
     EXIT_FAILED,
@@ -26,7 +26,7 @@ from returnsd.cli.common import (
     pass_ctx,
 )
 
-FILE_STATUSES = (spool.QUEUED, spool.PROCESSING, spool.COMPLETE, spool.FAILED, spool.DUPLICATE)
+FILE_STATUSES = tuple(s.value for s in FileStatus)
 FILE_COLUMNS = (
     ("FILE", "file_id"),
     ("RECEIVED", "received"),
@@ -68,13 +68,30 @@ def outcome_text(doc: dict[str, Any], error_code: str | None, message: str | Non
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--campaign", "campaign_id", required=True)
 @click.option("--sender", default=None, help="who sent it (default: the local user)")
+@click.option("--dry-run", is_flag=True, help="check the file: the same result, nothing applied")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="save the result CSV"
+)
 @json_option
 @pass_ctx
-def ingest(ctx: Context, file: Path, campaign_id: str, json_out: bool, sender: str | None) -> None:
-    """Run one file through the spool and the engine now; print the outcome."""
+def ingest(
+    ctx: Context,
+    file: Path,
+    campaign_id: str,
+    json_out: bool,
+    sender: str | None,
+    dry_run: bool,
+    output: Path | None,
+) -> None:
+    """Run one file through the spool and the engine now (or only check it); print the outcome."""
     from returnsd.cliops import ingest_file
 
     ctx.campaign(campaign_id)
+    if output:
+        output_path(output)
+    if dry_run:
+        _dry_run(ctx, file, campaign_id, json_out, output)
+        return
     try:
         outcome = ingest_file(
             ctx.settings,
@@ -87,8 +104,29 @@ def ingest(ctx: Context, file: Path, campaign_id: str, json_out: bool, sender: s
     except (FileRejected, UnknownCampaign) as exc:
         fail(str(exc))
     doc = outcome.summary()
+    if output and outcome.result_csv() is not None:
+        output.write_bytes(outcome.result_csv() or b"")
     emit(doc, json_out, outcome_text(doc, outcome.error_code, outcome.error_message))
-    sys.exit(EXIT_OK if outcome.status == spool.COMPLETE else EXIT_FAILED)
+    sys.exit(EXIT_OK if outcome.status == FileStatus.COMPLETE else EXIT_FAILED)
+
+
+def _dry_run(
+    ctx: Context, file: Path, campaign_id: str, json_out: bool, output: Path | None
+) -> None:
+    from returnsd.cliops import dry_run_file
+
+    try:
+        checked = dry_run_file(ctx.settings, ctx.store, file, campaign_id)
+    except FileRejected as exc:
+        fail(str(exc))
+    if output:
+        output.write_bytes(checked.result_csv)
+    c = checked.summary["counts"]
+    text = (
+        f"dry run (nothing applied): {c['applied']} would apply, {c['unchanged']} "
+        f"unchanged, {c['errors']} errors"
+    )
+    emit(checked.summary, json_out, text)
 
 
 @main.group()
@@ -147,6 +185,25 @@ def files_show(ctx: Context, file_id: str, json_out: bool) -> None:
     for code, n in sorted((doc.get("error_codes") or {}).items()):
         lines.append(f"  {code}: {n}")
     emit(doc, json_out, "\n".join(lines))
+
+
+@files.command("reprocess")
+@click.argument("file_id")
+@json_option
+@pass_ctx
+def files_reprocess(ctx: Context, file_id: str, json_out: bool) -> None:
+    """Process a FAILED or DUPLICATE file again now (recorded in the file's record)."""
+    from returnsd.cliops import reprocess_file
+
+    try:
+        outcome = reprocess_file(ctx.settings, ctx.store, file_id, f"cli:{getpass.getuser()}")
+    except ValueError as exc:
+        fail(str(exc))
+    if outcome is None:
+        fail(f"no file {file_id}")
+    doc = outcome.summary()
+    emit(doc, json_out, outcome_text(doc, outcome.error_code, outcome.error_message))
+    sys.exit(EXIT_OK if outcome.status == FileStatus.COMPLETE else EXIT_FAILED)
 
 
 @files.command("result")

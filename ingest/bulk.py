@@ -1,0 +1,271 @@
+"""Bulk action I/O: load the actions a file touches as arrays, write them back sorted by key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, select
+
+from ingest import tables as t
+from ingest.domain import STATE_CODES, STATE_NAMES, EventTypeRule
+from ingest.rules import ActionArrays, Items
+from ingest.sql import SqlAdapter
+
+FULL_SCAN_AT = 20_000
+CHUNK = 900
+ACTION_COLUMNS = (
+    "id",
+    "event_type_id",
+    "order_id",
+    "event_at",
+    "currency",
+    "amount",
+    "payout",
+    "customer_status",
+    "state",
+    "mod_count",
+    "orig_amount",
+    "orig_payout",
+    "orig_customer_status",
+    "has_items",
+)
+
+
+def event_types(conn: Connection) -> dict[int, EventTypeRule]:
+    """Every event type (all campaigns), by tracker id."""
+    rows = conn.execute(select(t.event_types)).mappings()
+    return {
+        r["id"]: EventTypeRule(
+            id=r["id"],
+            campaign_id=r["campaign_id"],
+            kind=r["kind"],
+            payout_type=r["payout_type"],
+            payout_value=Decimal(r["payout_value"]),
+            lock_months=r["lock_months"],
+            lock_days=r["lock_days"],
+        )
+        for r in rows
+    }
+
+
+INT_COLUMNS = frozenset(
+    {
+        "event_type_id",
+        "amount",
+        "payout",
+        "mod_count",
+        "orig_amount",
+        "orig_payout",
+        "has_items",
+        "locked",
+        "state",
+    }
+)
+ORDER_COLUMNS = ("order_id", "event_at")
+RESET_COLUMNS = ("orig_amount", "orig_payout", "orig_customer_status")
+
+
+def load_actions(
+    conn: Connection,
+    sql: SqlAdapter,
+    campaign_id: str,
+    action_ids: pd.Series,
+    order_ids: pd.Series,
+    now: datetime,
+    *,
+    resets: bool = True,
+    statuses: bool = True,
+    currencies: bool = True,
+) -> pd.DataFrame:
+    """The campaign's actions named by id or order id, with a `locked` flag (lock date passed).
+
+    Columns a file cannot need are not read: order id and event time unless some row names an
+    order; original values unless some row may RESET (they are then the current values);
+    customer status unless some row sets one or may RESET; currency unless some row gives one.
+    Missing ones come back as None (and `write_arrays` leaves them alone).
+    """
+    skip: tuple[str, ...] = () if len(order_ids) else ORDER_COLUMNS
+    skip += () if resets else RESET_COLUMNS
+    skip += () if statuses or resets else ("customer_status",)
+    skip += () if currencies else ("currency",)
+    names = [t.actions.c[c].name for c in ACTION_COLUMNS if c not in skip]
+    a, p = t.actions.c, sql.mark
+    locked = f"CASE WHEN {a.lock_at.name} <= {p} THEN 1 ELSE 0 END AS locked"
+    # States come back as their codes (small ints: no string per row to build).
+    state = f"CASE {a.state.name} " + " ".join(
+        f"WHEN '{n}' THEN {c}" for n, c in STATE_CODES.items()
+    )
+    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
+    base = f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {a.campaign_id.name} = {p}"
+    now_p = sql.ts(now)
+    raw: Any = conn.connection.driver_connection
+    cur = raw.cursor()  # plain tuples: no Row overhead
+    rows: list[Any] = []
+    scan = len(action_ids) + len(order_ids) >= FULL_SCAN_AT
+    if scan:
+        cur.execute(base, (now_p, campaign_id))
+        rows = cur.fetchall()
+    else:
+        for column, keys in (("id", action_ids), ("order_id", order_ids)):
+            for chunk in _chunks(sorted(set(keys.tolist())), CHUNK):
+                where = f"{base} AND {a[column].name} IN ({sql.marks(len(chunk))})"
+                cur.execute(where, (now_p, campaign_id, *chunk))
+                rows.extend(cur.fetchall())
+    cur.close()
+    frame = _frame(rows, [*names, "locked"])
+    for column in ("customer_status", "currency"):
+        if column not in frame:
+            frame[column] = pd.Series([None] * len(frame), dtype=object)
+    for original, current in zip(
+        RESET_COLUMNS, ("amount", "payout", "customer_status"), strict=True
+    ):
+        if original not in frame:
+            frame[original] = frame[current]
+    return frame if scan else frame.drop_duplicates("id")
+
+
+def _frame(rows: list[tuple[Any, ...]], names: list[str]) -> pd.DataFrame:
+    """Rows to a frame column by column (much faster than pandas' generic row path)."""
+    if not rows:
+        return pd.DataFrame(
+            {n: pd.Series(dtype=np.int64 if n in INT_COLUMNS else object) for n in names}
+        )
+    columns = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            name: np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
+            for name, col in zip(names, columns, strict=True)
+        },
+        copy=False,
+    )
+
+
+ITEM_COLUMNS = (
+    "action_id",
+    "sku",
+    "category",
+    "quantity",
+    "amount",
+    "orig_quantity",
+    "orig_amount",
+)
+
+
+def load_items(conn: Connection, sql: SqlAdapter, action_ids: Sequence[str]) -> pd.DataFrame:
+    """Items of these actions."""
+    i = t.action_items
+    cols = [i.c[c].name for c in ITEM_COLUMNS]
+    rows: list[Any] = []
+    for chunk in _chunks(sorted(set(action_ids)), CHUNK):
+        query = (
+            f"SELECT {', '.join(cols)} FROM {i.name} "
+            f"WHERE {i.c.action_id.name} IN ({sql.marks(len(chunk))})"
+        )
+        rows.extend(conn.exec_driver_sql(query, tuple(chunk)).fetchall())
+    return pd.DataFrame.from_records(rows, columns=cols)
+
+
+def build_arrays(
+    actions: pd.DataFrame,
+    items: pd.DataFrame,
+    rules: dict[int, EventTypeRule],
+    *,
+    status_known: bool = True,
+) -> ActionArrays:
+    """Arrays over the loaded actions (position = row of `actions`)."""
+    trackers = sorted(rules)
+    which = pd.Index(trackers).get_indexer(actions["event_type_id"].to_numpy(dtype=np.int64))
+    table = [rules[tr] for tr in trackers]
+
+    def per_rule(values: list[Any], dtype: Any) -> np.ndarray:
+        return np.array(values, dtype=dtype)[which] if len(which) else np.zeros(0, dtype)
+
+    pos_of = pd.Index(actions["id"].to_numpy(dtype=object))
+    item_pos = pos_of.get_indexer(items["action_id"].to_numpy(dtype=object))
+
+    def ints(frame: pd.DataFrame, col: str) -> np.ndarray:
+        return np.array(frame[col].to_numpy(dtype=np.int64, na_value=0), copy=True)
+
+    def objs(frame: pd.DataFrame, col: str) -> np.ndarray:
+        column = frame[col].astype(object)
+        return np.array(column.where(column.notna(), None).to_numpy(dtype=object), copy=True)
+
+    return ActionArrays(
+        ids=actions["id"].to_numpy(dtype=object),
+        currency=actions["currency"].to_numpy(dtype=object),
+        kind=per_rule([r.kind for r in table], object),
+        locked=actions["locked"].to_numpy(dtype=bool),
+        fixed_rule=per_rule([r.payout_type == "fixed" for r in table], bool),
+        percent_e4=per_rule([r.percent_e4 for r in table], np.int64),
+        fixed_cents=per_rule([r.fixed_cents for r in table], np.int64),
+        amount=ints(actions, "amount"),
+        payout=ints(actions, "payout"),
+        state=np.array(actions["state"], dtype=np.int8),
+        mod_count=ints(actions, "mod_count"),
+        customer_status=objs(actions, "customer_status"),
+        orig_amount=ints(actions, "orig_amount"),
+        orig_payout=ints(actions, "orig_payout"),
+        orig_customer_status=objs(actions, "orig_customer_status"),
+        status_known=status_known,
+        items=Items(
+            action_pos=item_pos.astype(np.int64),
+            sku=items["sku"].to_numpy(dtype=object),
+            category=objs(items, "category"),
+            quantity=ints(items, "quantity"),
+            amount=ints(items, "amount"),
+            orig_quantity=ints(items, "orig_quantity"),
+            orig_amount=ints(items, "orig_amount"),
+            touched=np.zeros(len(items), dtype=bool),
+        ),
+    )
+
+
+def id_order(arrays: ActionArrays) -> np.ndarray:
+    """Positions of the loaded actions sorted by id (arrow's sort: fast on 1M strings)."""
+    if arrays.order is None:
+        ids = pa.array(arrays.ids, type=pa.string())
+        arrays.order = np.asarray(pc.sort_indices(ids), dtype=np.int64)
+    return arrays.order
+
+
+def write_arrays(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int:
+    """Write every touched action and item back, sorted by key; return the number of actions."""
+    order = id_order(arrays)
+    order = order[arrays.touched[order]]
+    columns = {
+        "amount": arrays.amount[order],
+        "payout": arrays.payout[order],
+        "state": STATE_NAMES[arrays.state[order]],
+        "customer_status": arrays.customer_status[order],
+        "mod_count": arrays.mod_count[order],
+        "id": arrays.ids[order],
+    }
+    if not arrays.status_known:  # not read, so not written either
+        del columns["customer_status"]
+    sql.update_many(conn, t.actions, ("id",), columns)
+    it = arrays.items
+    s = np.flatnonzero(it.touched)
+    if len(s):
+        keys = sorted(s.tolist(), key=lambda i: (arrays.ids[it.action_pos[i]], it.sku[i]))
+        s = np.array(keys, dtype=np.int64)
+        item_columns = {
+            "quantity": it.quantity[s],
+            "amount": it.amount[s],
+            "category": it.category[s],
+            "action_id": arrays.ids[it.action_pos[s]],
+            "sku": it.sku[s],
+        }
+        sql.update_many(conn, t.action_items, ("action_id", "sku"), item_columns)
+    return len(order)
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
