@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pyftpdlib.handlers import DTPHandler
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 DISCONNECTED = frozenset(
     {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE}

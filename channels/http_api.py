@@ -25,7 +25,7 @@ from ingest.results import FileOutcome
 if TYPE_CHECKING:
     import uvicorn
 
-log = logging.getLogger("returnsd.channels.http")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0

@@ -49,7 +49,7 @@ from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
 
 CHANNEL = "http"
-log = logging.getLogger("returnsd.http")
+log = logging.getLogger(f"returnsd.{__name__}")
 MAX_CONCURRENT_UPLOADS = 8
 SCRYPT_AT_ONCE = 2
 bearer = HTTPBearer(auto_error=False, description="The campaign's upload token")

@@ -32,7 +32,7 @@ from channels.pull_remote import (
 )
 from ingest.config import PullSource
 
-log = logging.getLogger("returnsd.channels.pull")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 # Host key algorithms that prove a key of each type (RSA keys sign with SHA-2 since OpenSSH 8.8).
 ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}

@@ -40,7 +40,7 @@ from ingest.events import file_event
 from ingest.results import FileOutcome
 from ingest.spool import Accepted
 
-log = logging.getLogger("returnsd.channels.pull")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 
 class Ledger(Protocol):

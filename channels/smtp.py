@@ -40,7 +40,7 @@ from ingest.results import FileOutcome
 if TYPE_CHECKING:
     from channels.smtp_server import PortController
 
-log = logging.getLogger("returnsd.channels.smtp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 HEADROOM = 256 * 1024
 SPOOL_WORKERS = 2

@@ -33,7 +33,7 @@ from ingest.events import file_event
 from ingest.passwords import hash_password, verify_password
 from ingest.spool import Spool
 
-log = logging.getLogger("returnsd.channels.smtp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 CHANNEL = "smtp"
 Notify = Callable[[EmailMessage], None]
