@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -51,7 +52,7 @@ class Daemon:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.ctx = channel_context(settings, store)
+        self.ctx = replace(channel_context(settings, store), running=lambda: list(self.channels))
         self.results = self.ctx.results
         self.stopping = threading.Event()
         self.delivery_wake = threading.Event()
