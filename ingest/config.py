@@ -88,6 +88,8 @@ class SmtpOptions(Listen):
     relay_user: str | None = None
     relay_password: Secret | None = None
     from_address: str = "returns@returns.localhost"
+    outbox_dir: Path = Path("var/outbox")  # reply mails wait here while no relay is configured
+    outbox_flush_seconds: float = Field(default=60, gt=0)
     idle_timeout: int = Field(default=300, ge=1)  # seconds without a command (or all of DATA)
     max_connections_per_ip: int = Field(default=20, ge=1)
 

@@ -13,6 +13,7 @@ from sqlalchemy import Row, func, select
 from ingest import tables as t
 from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
+from parsers.readers import SUPPORTED_SUFFIXES
 
 RESULT_COLUMNS = (
     "Line",
@@ -29,10 +30,26 @@ RESULT_COLUMNS = (
 )
 
 
-def reply_name(prefix: str, name: str, ext: str) -> str:
-    """Name of a reply file: `result_returns.csv` for `returns.csv`, `receipt_returns.txt`, …"""
-    stem = name[:-4] if name.lower().endswith(".csv") else name
-    return f"{prefix}{stem}{ext}"
+def reply_name(prefix: str, name: str, ext: str, file_id: str | None = None) -> str:
+    """Name of a reply: `result_returns.csv` for `returns.xlsx`, `receipt_returns.txt`, …
+
+    The uploaded name's file-type extensions are replaced (`returns.csv.gz` → `result_returns.csv`,
+    never `result_returns.csv.gz.csv`); with `file_id` the id is part of the name
+    (`result_returns_<file id>.csv`), so two uploads of one name keep their own replies.
+    """
+    stem = reply_stem(name)
+    return f"{prefix}{stem}_{file_id}{ext}" if file_id else f"{prefix}{stem}{ext}"
+
+
+def reply_stem(name: str) -> str:
+    """`name` without its (at most two) file-type extensions: `returns.csv.gz` → `returns`."""
+    stem = name
+    for _ in range(2):
+        base, dot, suffix = stem.rpartition(".")
+        if not dot or not base or "." + suffix.lower() not in SUPPORTED_SUFFIXES:
+            break
+        stem = base
+    return stem
 
 
 @dataclass(frozen=True)
