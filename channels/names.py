@@ -8,8 +8,7 @@ the parsers read its extension (the parsers' list is the only list).
 
 from __future__ import annotations
 
-from ingest.spool import is_reserved_name
-from parsers.readers import SUPPORTED_SUFFIXES, is_supported_name
+from ingest.names import SUPPORTED_SUFFIXES, is_reserved_name, is_supported_name
 
 TEMP_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 
