@@ -23,7 +23,7 @@ class PayoutRule(Strict):
 
     @field_validator("value")
     @classmethod
-    def _two_places(cls, v: Decimal) -> Decimal:
+    def _at_most_four_places(cls, v: Decimal) -> Decimal:
         if v.as_tuple().exponent < -4:  # type: ignore[operator]
             raise ValueError("at most 4 decimal places")
         return v

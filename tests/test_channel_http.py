@@ -388,3 +388,13 @@ def test_verified_token_is_remembered(make_settings: Callable[..., Settings]) ->
     assert not tokens.check("acme", "wrong") and tokens.owner("wrong") is None
     assert tokens.check("acme", ACME) and tokens.owner(ACME) == "acme"
     assert not tokens.check("beta", ACME)
+
+
+@pytest.mark.parametrize("name", ["returns.tsv", "returns.psv", "returns.xlsm", "Returns.CSV"])
+def test_every_suffix_the_parsers_read_is_taken(
+    api: tuple[Harness, httpx.Client], name: str
+) -> None:
+    _, client = api
+    r = upload_raw(client, params={"name": name}, content_type="application/octet-stream")
+    assert r.status_code == 202, r.text
+    assert upload_raw(client, params={"name": "returns.pdf"}).status_code == 415

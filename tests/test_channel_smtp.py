@@ -549,3 +549,14 @@ def test_result_mail_carries_counts(
     assert body is not None
     text = body.get_content()
     assert "errors: 7" in text and "ACTION_NOT_FOUND: 7" in text
+
+
+def test_attachments_named_like_the_parsers_read_them_are_taken(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness()
+    h.start()
+    tsv = b"ActionId\tAmount\tReason\r\n1000.1.1\t0\tITEM_RETURNED\r\n"
+    psv = b"ActionId|Amount|Reason\r\n1000.1.2|0|ITEM_RETURNED\r\n"
+    send(h, mail(("r.tsv", tsv, "text/tab-separated-values"), ("r.psv", psv, "text/plain")))
+    assert sorted(f.name for f in h.files()) == ["r.psv", "r.tsv"]
