@@ -26,7 +26,7 @@ VALIDATION_ERRORS = frozenset({"MALFORMED", "MISSING_IDENTIFIER", "UNKNOWN_REASO
 
 
 def error_type(code: str) -> str:
-    """'Validation' for shape errors, 'Contract' for errors against the ledger's rules."""
+    """'Validation' for shape errors, 'Contract' for errors against the actions' rules."""
     return "Validation" if code in VALIDATION_ERRORS else "Contract"
 
 
