@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ingest.domain import STATE_NAMES, error_type
+from ingest.domain import STATE_NAMES, error_type, money_texts
 from ingest.results import RESULT_COLUMNS
 from ingest.rules import ERROR, ActionArrays
 from parsers.base import RawTable
@@ -87,15 +87,6 @@ class LineOutcomes:
         }
 
 
-def money(cents: npt.NDArray[np.int64]) -> pa.Array:
-    """Cents as '123.45' text; -1 (none) as empty."""
-    safe = np.maximum(cents, 0)
-    whole = pc.cast(pa.array(safe // 100), pa.string())
-    frac = pc.utf8_lpad(pc.cast(pa.array(safe % 100), pa.string()), 2, "0")
-    text = pc.binary_join_element_wise(whole, frac, ".")
-    return pc.if_else(pa.array(cents < 0), pa.scalar("", pa.string()), text)
-
-
 def neutralise(column: pa.Array) -> pa.Array:
     """Prefix cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with a quote."""
     column = pc.cast(column, pa.string())
@@ -121,10 +112,10 @@ def outcome_columns(out: LineOutcomes, arrays: ActionArrays) -> list[pa.Array]:
         neutralise(_text(out.message)),
         neutralise(_text(ids)),
         _text(states),
-        money(out.old_amount),
-        money(out.new_amount),
-        money(out.old_payout),
-        money(out.new_payout),
+        money_texts(out.old_amount),
+        money_texts(out.new_amount),
+        money_texts(out.old_payout),
+        money_texts(out.new_payout),
     ]
 
 
