@@ -193,7 +193,7 @@ def _item_rows(path: Path, ids: set[str], errors: list[tuple[int, str]]) -> list
 
 
 def count_actions(store: Store, campaign_id: str | None = None) -> int:
-    """How many actions the ledger holds (of one campaign)."""
+    """How many actions the store holds (of one campaign)."""
     q = select(func.count()).select_from(t.actions)
     if campaign_id:
         q = q.where(t.actions.c.campaign_id == campaign_id)

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PENDING, REVERSED, APPROVED, LOCKED = "PENDING", "REVERSED", "APPROVED", "LOCKED"
 STATES = (PENDING, REVERSED, APPROVED, LOCKED)
@@ -26,7 +28,7 @@ VALIDATION_ERRORS = frozenset({"MALFORMED", "MISSING_IDENTIFIER", "UNKNOWN_REASO
 
 
 def error_type(code: str) -> str:
-    """'Validation' for shape errors, 'Contract' for errors against the ledger's rules."""
+    """'Validation' for shape errors, 'Contract' for errors against the actions' rules."""
     return "Validation" if code in VALIDATION_ERRORS else "Contract"
 
 
@@ -73,6 +75,15 @@ def money_text(cents: int | None) -> str:
     if cents is None or cents < 0:
         return ""
     return f"{cents // 100}.{cents % 100:02d}"
+
+
+def money_texts(cents: npt.NDArray[np.int64]) -> pa.Array:
+    """`money_text` for a whole array of cents, as arrow text (fast on millions of rows)."""
+    safe = np.maximum(cents, 0)
+    whole = pc.cast(pa.array(safe // 100), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(safe % 100), pa.string()), 2, "0")
+    text = pc.binary_join_element_wise(whole, frac, ".")
+    return pc.if_else(pa.array(cents < 0), pa.scalar("", pa.string()), text)
 
 
 def lock_moment(event_at: datetime, tz: ZoneInfo, months: int | None, days: int) -> datetime:

@@ -28,7 +28,7 @@ from ingest.files import Completed, FileRecord
 from ingest.matching import Matched, match
 from ingest.planning import Planned, plan
 from ingest.reasons import check_rows
-from ingest.report import write_result
+from ingest.report import without_result_columns, write_result
 from ingest.sql import SqlAdapter
 from parsers.base import ParseLimits, RawTable
 from parsers.canonical import Canonical, canonicalise
@@ -86,7 +86,7 @@ def parse_file(
     """Read the spooled bytes into the canonical table (file-level errors raise FileRejected)."""
     campaign = campaign_of(settings, file.campaign_id)
     started = time.perf_counter()
-    raw = read_file(settings, file.name, file.spool_path.read_bytes())
+    raw = without_result_columns(read_file(settings, file.name, file.spool_path.read_bytes()))
     codes = dict(campaign.disposition_codes)
     canon = canonicalise(raw, codes)
     job = Job(file, settings, campaign, canon, now or datetime.now(UTC), progress, codes)
@@ -197,7 +197,7 @@ def dry_run(
     campaign = campaign_of(settings, campaign_id)
     file = FileRecord("", campaign.id, "dry-run", name, None, Path())
     codes = dict(campaign.disposition_codes)
-    canon = canonicalise(read_file(settings, name, data), codes)
+    canon = canonicalise(without_result_columns(read_file(settings, name, data)), codes)
     job = Job(file, settings, campaign, canon, now or datetime.now(UTC), codes=codes)
     run = run_steps(conn, sql, job, apply_changes=False)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,10 +1,8 @@
-"""The file record's one owner: its status, and every transition of the `files`/`results` rows.
+"""The file record's one owner: its status, and every write to the `files`/`results` rows.
 
-QUEUED → PROCESSING → COMPLETE | FAILED, or DUPLICATE at intake. A claimed file goes back to
-QUEUED when it is released (database outage) or recovered (its worker died). Nothing else in
-returnsd writes a file's status: the spool admits through `admit`, the worker claims, releases and
-fails through here, the engine returns a `Completed` outcome that `complete` records in the
-engine's own transaction, results mark delivery, retention purges.
+QUEUED → PROCESSING → COMPLETE | FAILED, or DUPLICATE at intake; back to QUEUED on release
+(database outage), recovery (dead worker) or an operator's reprocess. The engine returns a
+`Completed` outcome that `complete` records in the engine's own transaction.
 """
 
 from __future__ import annotations
@@ -204,17 +202,11 @@ def _finish(
     status: FileStatus,
     *,
     counts: dict[str, Any] | None = None,
-    error: tuple[str, str] | None = None,
+    error: tuple[str | None, str | None] = (None, None),
 ) -> None:
-    values: dict[str, Any] = {
-        "status": status,
-        "finished_at": _now(),
-        "counts": counts,
-        "worker": None,
-        "error_code": error[0] if error else None,
-        "error_message": error[1] if error else None,
-    }
-    conn.execute(update(t.files).where(t.files.c.id == file_id).values(**values))
+    q = update(t.files).where(t.files.c.id == file_id)
+    values = {"status": status, "finished_at": _now(), "counts": counts, "worker": None}
+    conn.execute(q.values(**values, error_code=error[0], error_message=error[1]))
 
 
 def fail(
@@ -401,4 +393,4 @@ def _spool_path(conn: Connection, file_id: str | None) -> str:
 
 
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return json.loads(value) if isinstance(value, str) else value  # SQLite returns JSON text

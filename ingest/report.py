@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ingest.domain import STATE_NAMES, error_type
+from ingest.domain import STATE_NAMES, error_type, money_texts
 from ingest.results import RESULT_COLUMNS
 from ingest.rules import ERROR, ActionArrays
 from parsers.base import RawTable
@@ -85,15 +87,6 @@ class LineOutcomes:
         }
 
 
-def money(cents: npt.NDArray[np.int64]) -> pa.Array:
-    """Cents as '123.45' text; -1 (none) as empty."""
-    safe = np.maximum(cents, 0)
-    whole = pc.cast(pa.array(safe // 100), pa.string())
-    frac = pc.utf8_lpad(pc.cast(pa.array(safe % 100), pa.string()), 2, "0")
-    text = pc.binary_join_element_wise(whole, frac, ".")
-    return pc.if_else(pa.array(cents < 0), pa.scalar("", pa.string()), text)
-
-
 def neutralise(column: pa.Array) -> pa.Array:
     """Prefix cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with a quote."""
     column = pc.cast(column, pa.string())
@@ -119,10 +112,10 @@ def outcome_columns(out: LineOutcomes, arrays: ActionArrays) -> list[pa.Array]:
         neutralise(_text(out.message)),
         neutralise(_text(ids)),
         _text(states),
-        money(out.old_amount),
-        money(out.new_amount),
-        money(out.old_payout),
-        money(out.new_payout),
+        money_texts(out.old_amount),
+        money_texts(out.new_amount),
+        money_texts(out.old_payout),
+        money_texts(out.new_payout),
     ]
 
 
@@ -131,8 +124,46 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
+RESULT_NAMES = frozenset(c.lower() for c in RESULT_COLUMNS)
+BOMS = {
+    "utf-8": codecs.BOM_UTF8,
+    "utf-16-le": codecs.BOM_UTF16_LE,
+    "utf-16-be": codecs.BOM_UTF16_BE,
+}
+
+
+def without_result_columns(raw: RawTable) -> RawTable:
+    """The table without columns named like returnsd's result columns (a result sent back).
+
+    They are written anew in the result, so a result can be sent again as it is: its outcome
+    columns are neither applied, nor reported as unknown, nor repeated.
+    """
+    keep = [i for i, h in enumerate(raw.header) if str(h).strip().lower() not in RESULT_NAMES]
+    if len(keep) == len(raw.header):
+        return raw
+    dropped = [str(h) for i, h in enumerate(raw.header) if i not in set(keep)]
+    frame = raw.frame.iloc[:, keep].copy()
+    frame.columns = pd.RangeIndex(len(keep))
+    changes: dict[str, Any] = {
+        "header": [raw.header[i] for i in keep],
+        "frame": frame,
+        "warnings": [
+            *raw.warnings,
+            f"result columns ignored (returnsd writes them anew): {', '.join(dropped)}",
+        ],
+    }
+    inexact = getattr(raw, "inexact_numbers", None)
+    if inexact:  # masks are keyed by column position
+        changes["inexact_numbers"] = {keep.index(i): m for i, m in inexact.items() if i in keep}
+    return dataclasses.replace(raw, **changes)
+
+
 def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArrays) -> Path:
-    """Write the result CSV atomically (temp name, fsync, rename) and return its path."""
+    """Write the result CSV atomically (temp name, fsync, rename) and return its path.
+
+    The result answers in the input's dialect: its delimiter, its encoding (a byte-order mark
+    when the input had one; UTF-16 always has one). Workbooks and XML get UTF-8 with commas.
+    """
     # Each result line takes its original cells from the raw row with the same line number;
     # lines that never made it into the table (ragged rows) get empty cells.
     where = pd.Index(np.asarray(raw.lines, dtype=np.int64)).get_indexer(out.line)
@@ -146,9 +177,26 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArr
     table = pa.Table.from_arrays([*original, *outcome_columns(out, arrays)], names=names)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    delimiter = raw.delimiter if raw.format == "csv" and raw.delimiter else ","
+    options = pacsv.WriteOptions(quoting_style="needed", delimiter=delimiter)
     with pa.OSFile(str(tmp), "wb") as sink:
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
+        pacsv.write_csv(table, sink, options)
+    _to_dialect(tmp, raw)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def _to_dialect(path: Path, raw: RawTable) -> None:
+    """Re-encode the UTF-8 CSV at `path` in the input's encoding, with its byte-order mark."""
+    if raw.format != "csv":
+        return
+    encoding = codecs.lookup(raw.encoding or "utf-8").name
+    bom = BOMS.get(encoding, b"") if getattr(raw, "bom", False) or "16" in encoding else b""
+    if encoding == "utf-8" and not bom:
+        return
+    data = path.read_bytes()
+    if encoding != "utf-8":
+        data = data.decode("utf-8").encode(encoding, errors="replace")
+    path.write_bytes(bom + data)

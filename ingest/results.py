@@ -15,13 +15,15 @@ from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
 from parsers.readers import SUPPORTED_SUFFIXES
 
+# The input's own columns come first, unchanged; the action a line resolved to has its own name so
+# that a result can be fixed and sent again as a returns file (its ActionId column is the input's).
 RESULT_COLUMNS = (
     "Line",
     "Status",
     "ErrorType",
     "ErrorCode",
     "Message",
-    "ActionId",
+    "ResolvedActionId",
     "State",
     "OldAmount",
     "NewAmount",
@@ -121,6 +123,8 @@ class FileOutcome:
             doc["error"] = {"code": self.error_code, "message": self.error_message}
         if self.duplicate_of:
             doc["duplicate_of"] = self.duplicate_of
+        if self.meta.get("reprocessed"):
+            doc["reprocessed"] = self.meta["reprocessed"]
         if self.summary_doc:
             doc.update({k: v for k, v in self.summary_doc.items() if k not in doc})
         elif self.counts:

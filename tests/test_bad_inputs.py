@@ -19,6 +19,7 @@ so a child would report the pytest process's own peak.)
 
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib.util
 import io
@@ -93,13 +94,18 @@ class Env:
         """Ingest one file now (JSON summary on stdout)."""
         return self.cli("ingest", path, "--campaign", "shop", "--json")
 
-    def result(self, file_id: str) -> list[list[str]]:
-        """A file's result CSV, header first."""
-        run = self.cli("files", "result", file_id)
+    def result(self, doc: dict[str, Any]) -> list[list[str]]:
+        """A file's result CSV, header first, read in the input's encoding and delimiter."""
+        run = self.cli("files", "result", doc["file_id"])
         assert run.exit_code == 0, run.err
+        csv_input = doc["format"] == "csv"
+        encoding = codecs.lookup(doc["encoding"] if csv_input else "utf-8").name
+        codec = {"utf-8": "utf-8-sig", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}
+        text = run.out.decode(codec.get(encoding, encoding))
+        delimiter = doc["delimiter"] if csv_input else ","
         limit = csv.field_size_limit(1 << 30)  # a 10 MB cell comes back; restored for the parsers
         try:
-            return list(csv.reader(io.StringIO(run.out.decode("utf-8"), newline="")))
+            return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
         finally:
             csv.field_size_limit(limit)
 
@@ -190,7 +196,7 @@ def check_warnings(actual: list[str], expected: list[str]) -> None:
 
 def check_result(env: Env, doc: dict[str, Any], expect: dict[str, Any]) -> None:
     """The result CSV's lines, cells and neutralisation, and the audit trail."""
-    header, *rows = env.result(doc["file_id"])
+    header, *rows = env.result(doc)
     width = len(header) - len(RESULT_COLUMNS)
     assert tuple(header[width:]) == RESULT_COLUMNS
     outcome = {row[width]: dict(zip(RESULT_COLUMNS, row[width:], strict=True)) for row in rows}
@@ -216,7 +222,9 @@ def check_result(env: Env, doc: dict[str, Any], expect: dict[str, Any]) -> None:
         for value in row:
             assert not value.startswith(FORMULA_START), (value, row)
     applied = sorted(
-        (o["ActionId"], int(line)) for line, o in outcome.items() if o["Status"] == "APPLIED"
+        (o["ResolvedActionId"], int(line))
+        for line, o in outcome.items()
+        if o["Status"] == "APPLIED"
     )
     assert sorted(env.audited(doc["file_id"])) == applied
 

@@ -1,4 +1,5 @@
-"""Every return-file case of SPEC §3, table-driven, through the real CLI (fixtures/cases/).
+"""Every return-file case (columns, reasons, row errors), table-driven, through the real CLI
+(fixtures/cases/).
 
 Each case ingests one file with `returnsd --config CFG ingest FILE --campaign C --json` into a fresh
 SQLite ledger (fixtures/cases/actions.csv + items.csv, event dates relative to now), then compares
@@ -88,11 +89,14 @@ class Env:
             "ingest", path, "--campaign", campaign, "--json", external=self.use_subprocess
         )
 
-    def result(self, file_id: str) -> tuple[list[str], list[list[str]]]:
-        """A file's result CSV: its header and its rows."""
+    def result(
+        self, file_id: str, encoding: str = "utf-8", delimiter: str = ","
+    ) -> tuple[list[str], list[list[str]]]:
+        """A file's result CSV (in the input's encoding and delimiter): its header and rows."""
         run = self.cli("files", "result", file_id, external=self.use_subprocess)
         assert run.exit_code == 0, run.err
-        rows = list(csv.reader(io.StringIO(run.out.decode("utf-8"), newline="")))
+        text = run.out.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
         return rows[0], rows[1:]
 
     def action(self, action_id: str) -> dict[str, Any]:
@@ -113,6 +117,11 @@ def expand_dates(text: str, now: datetime) -> str:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Env:
     """A fresh ledger (SQLite, and PostgreSQL) holding fixtures/cases/actions.csv and items.csv."""
+    return make_env(tmp_path, monkeypatch, db_url)
+
+
+def make_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Env:
+    """Build the `env` fixture's installation (other test modules use it too)."""
     monkeypatch.setenv("RETURNSD_DATABASE_URL", db_url)
     config = tmp_path / "config.yaml"
     shutil.copyfile(CASES / "config.yaml", config)
@@ -267,7 +276,7 @@ FORMULA_HEADER_BUG = (
     "row un-neutralised; only data cells go through neutralise()"
 )
 ORDER_ID_BUG = (
-    "bug in parsers/canonical.validate (ID_SHAPE): SPEC §2 lets an OrderId be any text of at "
+    "bug in parsers/canonical.validate (ID_SHAPE): an OrderId may be any text of at "
     "most 64 characters, and `actions import` stores 'PO 12345' and 'Bestellung-Ä1', but a "
     "return row naming them by Oid + ActionTrackerId is refused as MALFORMED ('Oid must be "
     "1–64 letters, digits or . _ : / # - characters'), so such actions cannot be addressed by order"
@@ -688,7 +697,7 @@ def check_summary(env: Env, case: Case, run: Run) -> None:
         assert len(doc["warnings"]) == len(case.warnings), doc["warnings"]
         for text in case.warnings:
             assert any(text in warning for warning in doc["warnings"]), (text, doc["warnings"])
-    check_result(env, case, doc["file_id"], expected)
+    check_result(env, case, doc, expected)
 
 
 def counts_of(expected: list[dict[str, str]]) -> dict[str, Any]:
@@ -704,12 +713,17 @@ def counts_of(expected: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def check_result(env: Env, case: Case, file_id: str, expected: list[dict[str, str]]) -> None:
+def check_result(env: Env, case: Case, doc: dict[str, Any], expected: list[dict[str, str]]) -> None:
     """The result CSV: original columns, then RESULT_COLUMNS; compare the expected columns."""
-    header, rows = env.result(file_id)
+    csv_input = doc["format"] == "csv"
+    encoding = doc["encoding"] if csv_input else "utf-8"
+    header, rows = env.result(doc["file_id"], encoding, doc["delimiter"] if csv_input else ",")
     width = len(header) - len(RESULT_COLUMNS)
     assert tuple(header[width:]) == RESULT_COLUMNS
+    assert len(set(header)) == len(header), header  # a result can be sent again as it is
     outcome = [dict(zip(RESULT_COLUMNS, row[width:], strict=True)) for row in rows]
+    for row in outcome:
+        row["ActionId"] = row["ResolvedActionId"]  # the expected files name it ActionId
     actual = [{c: row[c] for c in EXPECTED_COLUMNS} for row in outcome]
     assert actual == expected
     by_line = {row["Line"]: row for row in outcome}
@@ -724,7 +738,7 @@ def check_result(env: Env, case: Case, file_id: str, expected: list[dict[str, st
 
 
 def error_type(code: str) -> str:
-    """SPEC §3's type column."""
+    """The ErrorType column: Validation for shape errors, Contract for the rest."""
     if not code:
         return ""
     return "Validation" if code in VALIDATION_CODES else "Contract"
@@ -766,7 +780,7 @@ def test_case_subprocess(env: Env, case: Case) -> None:
 
 
 def test_every_spec_error_code_has_a_case() -> None:
-    """Every row error code of SPEC §3 appears in some expected result."""
+    """Every row error code of the returns-file rules appears in some expected result."""
     spec = {
         "MALFORMED",
         "MISSING_IDENTIFIER",

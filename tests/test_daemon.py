@@ -91,11 +91,11 @@ def returns(first: int, amount: str) -> bytes:
 
 
 def result_lines(data: bytes) -> list[tuple[str, str, str]]:
-    """(ActionId, Status, NewAmount) of each result line."""
+    """(ResolvedActionId, Status, NewAmount) of each result line."""
     reader = csv.reader(io.StringIO(data.decode()))
     header = next(reader)
     at = {name: len(header) - 1 - header[::-1].index(name) for name in header}
-    return [(r[at["ActionId"]], r[at["Status"]], r[at["NewAmount"]]) for r in reader]
+    return [(r[at["ResolvedActionId"]], r[at["Status"]], r[at["NewAmount"]]) for r in reader]
 
 
 def test_every_channel_delivers_results(

@@ -84,7 +84,7 @@ def payout_for(tracker: int, amount: int) -> int:
 
 
 def model(actions: dict[str, Act], rows: list[dict[str, str]], item_file: bool) -> list[tuple]:
-    """Apply rows one by one, the way SPEC §3 reads; return (status, code, action id) per row."""
+    """Apply rows one by one, as the returns-file rules read; (status, code, action id) per row."""
     out = []
     for row in rows:
         out.append(model_row(actions, row, item_file))
@@ -369,7 +369,9 @@ class Harness:
         out = ResultStore(self.store).outcome(acc.file_id)
         assert out is not None and out.status == "COMPLETE", out
         result = list(csv.DictReader(io.StringIO((out.result_csv() or b"").decode())))
-        lines = [(r["Status"], r["ErrorCode"] or None, r["ActionId"] or None) for r in result]
+        lines = [
+            (r["Status"], r["ErrorCode"] or None, r["ResolvedActionId"] or None) for r in result
+        ]
         with self.store.read() as conn:
             ledger = {
                 r.id: (r.amount, r.payout, r.state, r.mod_count, r.customer_status)

@@ -175,7 +175,8 @@ def upgrade() -> None:
     )
     # ### end Alembic commands ###
     if op.get_bind().dialect.name == "postgresql":
-        # Room on each page for HOT updates: returns rewrite many actions in place (PITFALLS C4).
+        # Room on each page for HOT updates: returns rewrite many actions in place, and an update
+        # that stays on its page (HOT) needs no new index entries.
         op.execute("ALTER TABLE actions SET (fillfactor = 70)")
 
 
