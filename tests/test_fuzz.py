@@ -514,19 +514,19 @@ def _col(index: int) -> str:
 @PROFILE
 @given(sheets())
 def test_xlsx_scan_covers_what_calamine_lays_out(sheet_data: str) -> None:
-    """The span parsers.xlsxfile computes before calamine holds the span calamine lays out."""
+    """The span parsers.xlsxscan computes before calamine holds the span calamine lays out."""
     import python_calamine
 
-    from parsers import xlsxfile
+    from parsers import xlsxscan
 
     make = _corpus()
     data = make.xlsx(make.sheet_xml(sheet_data))
     archive = zipfile.ZipFile(io.BytesIO(data))
     info = archive.getinfo("xl/worksheets/sheet1.xml")
-    scan = xlsxfile._PartScan()
-    for piece in xlsxfile._pieces(archive, info):
+    scan = xlsxscan._PartScan()
+    for piece in xlsxscan._pieces(archive, info):
         scan.feed(piece)
-    grid = scan.grid if scan.canonical else xlsxfile._emulated_grid(xlsxfile._pieces(archive, info))
+    grid = scan.grid if scan.canonical else xlsxscan._emulated_grid(xlsxscan._pieces(archive, info))
     try:
         sheet = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(
             0
