@@ -2,7 +2,9 @@
 
 Header names match the schema's spellings in any case, without spaces, ``_`` or ``-``. A column
 that maps to nothing is ignored with a warning: a partner column (a returns file cannot change the
-partner), a nameless column, an unknown one. Two columns giving one field reject the file.
+partner), a nameless column, an unknown one; the columns returnsd adds to a result file
+(`RESULT_HEADERS`) are ignored with one note, so that a result whose error rows were fixed can be
+sent back as it is. Two columns giving one field reject the file.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from parsers.base import RawTable
 from parsers.errors import DUPLICATE_COLUMN, NO_HEADER, NO_IDENTIFIER_COLUMN, FileRejected
 from parsers.reasons import REASON_CODES
 from parsers.schema import (
+    IDENTIFIERS,
     ITEM_FIELDS,
     PARTNER_HEADERS,
+    RESULT_KEYS,
     SCHEMA,
     WIDE,
     WIDE_PARTS,
@@ -29,7 +33,7 @@ from parsers.schema import (
     normalise,
     spellings,
 )
-from parsers.validation import validate
+from parsers.validation import NUMBER_CELL, validate
 
 __all__ = ["REASON_CODES", "Canonical", "canonicalise", "normalise", "validate"]
 
@@ -69,6 +73,7 @@ class _Columns:
     mapping: dict[str, int] = field(default_factory=dict)  # field → column position
     wide: Wide = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    result_columns: list[str] = field(default_factory=list)
 
 
 def _map_columns(raw: RawTable) -> _Columns:
@@ -85,6 +90,9 @@ def _map_columns(raw: RawTable) -> _Columns:
             slot[WIDE_PARTS[m.group(1)]] = pos
         else:
             _ignore(columns, key, pos, header)
+    if columns.result_columns:
+        names = ", ".join(columns.result_columns)
+        columns.warnings.append(f"columns {names} ignored: returnsd writes them in its results")
     _check_identifiers(raw, columns.mapping, keys)
     for n, slot in sorted(columns.wide.items()):
         if "sku" not in slot:
@@ -108,6 +116,8 @@ def _ignore(columns: _Columns, key: str, pos: int, header: str) -> None:
             f"column {header!r} ignored: a returns file cannot change the partner "
             "(re-attribution is done by the operator)"
         )
+    elif key in RESULT_KEYS:
+        columns.result_columns.append(header)
     elif key == "":
         columns.warnings.append(f"column {pos + 1} has no name and was ignored")
     else:
@@ -162,7 +172,19 @@ def _fields_at(raw: RawTable, mapping: Mapping[str, int]) -> pd.DataFrame:
 
     base = {f.name: column(mapping.get(f.name, -1)) for f in SCHEMA}
     base["line"] = pd.Series(np.asarray(raw.lines, dtype=np.int64))
+    if raw.inexact_numbers:
+        base[NUMBER_CELL] = _number_cells(raw, mapping, n)
     return pd.DataFrame(base)
+
+
+def _number_cells(raw: RawTable, mapping: Mapping[str, int], n: int) -> pd.Series:
+    """Per row, the first identifier field whose cell was a number with no exact text."""
+    found = np.full(n, None, dtype=object)
+    for name in reversed(IDENTIFIERS):
+        mask = raw.inexact_numbers.get(mapping.get(name, -1))
+        if mask is not None:
+            found[mask] = name
+    return pd.Series(found, dtype=object)
 
 
 def _add_bad_rows(rows: pd.DataFrame, raw: RawTable) -> pd.DataFrame:

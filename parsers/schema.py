@@ -37,17 +37,18 @@ class Field:
     item: bool = False  # an item-level field: one row per item
     wide: str | None = None  # prefix of the wide item form (Sku1, Quantity1, Amount1, …)
     item_file_aliases: tuple[str, ...] | None = None  # spellings in an item-level file, if other
+    identifier: bool = False  # names something to find: a number cell must be exact
 
 
 SCHEMA: tuple[Field, ...] = (
-    Field("action_id", "ActionId", Kind.TEXT, ("actionid",)),
-    Field("order_id", "Oid", Kind.TEXT, ("oid", "orderid")),
+    Field("action_id", "ActionId", Kind.TEXT, ("actionid",), identifier=True),
+    Field("order_id", "Oid", Kind.TEXT, ("oid", "orderid"), identifier=True),
     Field("tracker", "ActionTrackerId", Kind.WHOLE, ("actiontrackerid",)),
     Field("amount", "Amount", Kind.MONEY, ("amount",), item_file_aliases=()),
     Field("currency", "currencyCode", Kind.TEXT, ("currencycode", "currency")),
     Field("customer_status", "CustomerStatus", Kind.TEXT, ("customerstatus",)),
     Field("reason", "Reason", Kind.TEXT, ("reason", "dispositioncode")),
-    Field("sku", "Sku", Kind.TEXT, ("sku", "itemsku"), item=True, wide="sku"),
+    Field("sku", "Sku", Kind.TEXT, ("sku", "itemsku"), item=True, wide="sku", identifier=True),
     Field(
         "quantity", "Quantity", Kind.WHOLE, ("quantity", "itemquantity"), item=True, wide="quantity"
     ),
@@ -67,16 +68,34 @@ SCHEMA: tuple[Field, ...] = (
 )
 FIELDS = {f.name: f for f in SCHEMA}
 ITEM_FIELDS = tuple(f.name for f in SCHEMA if f.item)
+IDENTIFIERS = tuple(f.name for f in SCHEMA if f.identifier)
 WIDE_PARTS = {f.wide: f.name for f in SCHEMA if f.wide}
 WIDE = re.compile(rf"^({'|'.join(WIDE_PARTS)})([0-9]{{1,3}})$")  # e.g. sku2, amount12
 
 # Reported and ignored: a returns file cannot change the partner (re-attribution is the operator's).
 PARTNER_HEADERS = ("partnerid", "mediapartnerid", "partner", "mediaid", "publisherid")
+# The columns returnsd adds to a result file: ignored, so that a result fixed and sent back reads.
+RESULT_HEADERS = (
+    "Line",
+    "Status",
+    "ErrorType",
+    "ErrorCode",
+    "Message",
+    "ResolvedActionId",
+    "State",
+    "OldAmount",
+    "NewAmount",
+    "OldPayout",
+    "NewPayout",
+)
 
 
 def normalise(name: str) -> str:
     """Header spelling used for alias matching: lower case, no spaces, underscores or hyphens."""
     return re.sub(r"[\s_\-]", "", str(name).strip().lower().lstrip("\ufeff"))
+
+
+RESULT_KEYS = frozenset(normalise(h) for h in RESULT_HEADERS)
 
 
 def spellings(item_level: bool) -> dict[str, str]:

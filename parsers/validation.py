@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parsers.reasons import REASON_CODES
+from parsers.reasons import REASON_CODES, unknown_reason_message
 from parsers.schema import FIELDS, SCHEMA, Kind
 
 Mask = np.ndarray
@@ -40,6 +40,8 @@ MONEY_WHY = (
     (r"^[0-9]*\.[0-9]{3,}$", "has more than 2 decimal places"),
     (r"^[0-9]{7,}(\.[0-9]*)?$", "is too large (at most 999999.99)"),
 )
+SUGGESTED = 1_000  # distinct unknown reasons given a "did you mean" (~0.2 ms each); others not
+NUMBER_CELL = "number_cell"  # frame column: the identifier field whose cell was an inexact number
 
 
 def _m(series: pd.Series) -> Mask:
@@ -83,6 +85,12 @@ class Values:
     def whole(self, name: str) -> Mask:
         """Rows whose value is a whole number of the column's shape."""
         return self.full(name, WHOLE[name])
+
+    def number_cell(self, name: str) -> Mask:
+        """Rows whose `name` cell was a number that cannot hold an id exactly (workbooks only)."""
+        if NUMBER_CELL not in self.frame:
+            return np.zeros(len(self.frame), bool)
+        return _m(self.frame[NUMBER_CELL] == name)
 
     @cached_property
     def is_item(self) -> Mask:
@@ -159,9 +167,33 @@ def _whole_numbers(s: pd.Series, ok: Mask) -> pd.Series:
     return pd.Series(pd.arrays.IntegerArray(values, ~ok))
 
 
+def _unknown_reasons(v: Values, rows: Mask) -> list[str]:
+    reasons = v.text("reason")[rows]
+    said = {
+        value: unknown_reason_message(value, v.codes, suggest=i < SUGGESTED)
+        for i, value in enumerate(dict.fromkeys(reasons))
+    }
+    return [said[value] for value in reasons]
+
+
+def _number_cells(name: str) -> Rule:
+    label = FIELDS[name].label
+
+    def message(v: Values, rows: Mask) -> list[str]:
+        return [
+            f"{label} was a number cell (read as {value}), not text, and a number cell does not "
+            "keep an id's digits exactly (only whole numbers up to 9007199254740991); format the "
+            f"{label} column as Text and enter the ids again"
+            for value in v.text(name)[rows]
+        ]
+
+    return Rule(name, lambda v: v.number_cell(name), MALFORMED, message)
+
+
 def _identifier(name: str) -> tuple[Rule, ...]:
     label = FIELDS[name].label
     return (
+        _number_cells(name),
         Rule(
             name,
             lambda v: v.full(name, SCIENTIFIC),
@@ -216,8 +248,7 @@ RULES: tuple[Rule, ...] = (
         "reason",
         lambda v: v.has("reason") & ~v.custom & ~v.standard,
         UNKNOWN_REASON,
-        "Reason is not a reason code (e.g. ITEM_RETURNED, CONS_FRAUD, ORDER_UPDATE, RESET, "
-        "APPROVED) nor a disposition code of this campaign",
+        _unknown_reasons,
     ),
     Rule(
         "currency",
@@ -252,6 +283,7 @@ RULES: tuple[Rule, ...] = (
         MALFORMED,
         "give the item Amount or ItemPrice, not both",
     ),
+    _number_cells("sku"),
     Rule("sku", lambda v: v.longer("sku", 128), MALFORMED, "Sku is over 128 characters"),
     Rule(
         "amount",
@@ -299,7 +331,7 @@ def first_errors(values: Values, rules: Sequence[Rule]) -> tuple[np.ndarray, np.
 
 def typed(values: Values) -> pd.DataFrame:
     """The frame with each schema column in its validated type (see the module docstring)."""
-    out = values.frame.copy()
+    out = values.frame.drop(columns=NUMBER_CELL, errors="ignore")
     for f in SCHEMA:
         if f.kind is Kind.MONEY:
             out[f.name] = values.money(f.name).cents
