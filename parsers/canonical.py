@@ -18,7 +18,6 @@ import pyarrow as pa
 
 from parsers.base import RawTable
 from parsers.errors import DUPLICATE_COLUMN, NO_HEADER, NO_IDENTIFIER_COLUMN, FileRejected
-from parsers.reasons import REASON_CODES
 from parsers.schema import (
     IDENTIFIERS,
     ITEM_FIELDS,
@@ -35,7 +34,7 @@ from parsers.schema import (
 )
 from parsers.validation import NUMBER_CELL, validate
 
-__all__ = ["REASON_CODES", "Canonical", "canonicalise", "normalise", "validate"]
+__all__ = ["Canonical", "canonicalise", "normalise", "validate"]
 
 Wide = dict[int, dict[str, int]]  # wide item form: item number → field → column position
 
@@ -127,7 +126,8 @@ def _ignore(columns: _Columns, key: str, pos: int, header: str) -> None:
 def _check_identifiers(raw: RawTable, mapping: dict[str, int], keys: list[str]) -> None:
     if "action_id" in mapping or ("order_id" in mapping and "tracker" in mapping):
         return
-    if not any(k in known_spellings() for k in keys):
+    known = known_spellings()
+    if not any(k in known for k in keys):
         raise FileRejected(
             NO_HEADER,
             "the first row is not a header: it must name the columns, e.g. "

@@ -38,7 +38,7 @@ from parsers.canonical import _clean, canonicalise, validate
 from parsers.errors import FileRejected
 from parsers.readers import read_table
 from parsers.reasons import REASON_CODES, suggest_reason, unknown_reason_message
-from parsers.validation import SUGGESTED
+from parsers.validation import RULES, SUGGESTED
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("RETURNSD_LONG") == "1"
@@ -530,6 +530,11 @@ def blank_frame(n: int) -> pd.DataFrame:
         {name: pd.Series(pd.array([None] * n, dtype=TEXT)) for name in FIELDS}
         | {"line": pd.Series(np.arange(2, 2 + n)), "is_item": pd.Series([False] * n)}
     )
+
+
+def test_every_rule_is_about_a_schema_field_and_gives_a_row_code() -> None:
+    assert {rule.column for rule in RULES} <= set(FIELDS)
+    assert {rule.code for rule in RULES} == ROW_CODES
 
 
 def test_unicode_digits_in_an_amount_are_malformed() -> None:
