@@ -47,6 +47,19 @@ def test_reverse_refuses_a_reason_that_is_not_a_reversal_reason(env: Env, reason
     assert history(env, "MOD-1") == []
 
 
+@pytest.mark.parametrize("reason", ["APPROVED", "RESET", "VIP_APPROVE", "Item Returned!"])
+def test_modify_refuses_a_reason_that_is_not_a_modification_reason(env: Env, reason: str) -> None:
+    code, doc = change(env, "modify", "MOD-1", "--customer-status", "X", "--reason", reason)
+    assert code == 1 and doc["error_code"] == "UNKNOWN_REASON", doc
+    assert env.action("MOD-1")["CustomerStatus"] == "NEW"
+
+
+def test_modify_to_zero_reverses_as_in_a_file(env: Env) -> None:
+    code, doc = change(env, "modify", "MOD-1", "--amount", "0", "--reason", "ITEM_RETURNED")
+    assert code == 0 and (doc["status"], doc["state"]) == ("APPLIED", "REVERSED"), doc
+    assert history(env, "MOD-1")[0]["operation"] == "reverse"
+
+
 def test_reverse_modify_recorded_with_actor_and_channel_and_no_line(env: Env) -> None:
     code, doc = change(env, "reverse", "MOD-1", "--reason", "ITEM_RETURNED")
     assert code == 0 and doc["status"] == "APPLIED" and doc["state"] == "REVERSED", doc
