@@ -70,9 +70,13 @@ class ItemEdit:
 
 @dataclass(frozen=True)
 class Change:
-    """One requested change to one action; values are text, validated like a file's cells."""
+    """One requested change to one action; values are text, validated like a file's cells.
 
-    action_id: str
+    The action is named by `action_id`, or (action_id None) by `order_id` + `tracker` (the
+    newest action of that order and event type, as in a file).
+    """
+
+    action_id: str | None
     operation: Operation
     reason: str | None = None
     amount: str | None = None  # the new total sale amount (modify)
@@ -80,13 +84,15 @@ class Change:
     items: tuple[ItemEdit, ...] = ()
     currency: str | None = None
     override_cpc: bool = False  # reverse/modify a CPC action: operators only, recorded
+    order_id: str | None = None
+    tracker: str | None = None
 
 
 @dataclass(frozen=True)
 class ChangeOutcome:
     """What became of one change: APPLIED | UNCHANGED | ERROR, why, and old/new values."""
 
-    action_id: str
+    action_id: str | None  # the action changed (as resolved), or as requested
     status: str
     error_code: str | None
     error_type: str | None
@@ -179,7 +185,8 @@ def _frame(changes: Sequence[Change]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     for line, c in enumerate(changes, start=1):
         reason = c.reason or DEFAULT_REASONS[c.operation]
-        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency}
+        base = {"line": line, "action_id": c.action_id, "order_id": c.order_id,
+                "tracker": c.tracker, "reason": reason, "currency": c.currency}  # fmt: skip
         if c.operation == Operation.MODIFY:
             base["customer_status"] = c.customer_status
         if c.items and c.operation == Operation.MODIFY:
