@@ -70,9 +70,13 @@ class ItemEdit:
 
 @dataclass(frozen=True)
 class Change:
-    """One requested change to one action; values are text, validated like a file's cells."""
+    """One requested change to one action; values are text, validated like a file's cells.
 
-    action_id: str
+    The action is named by `action_id`, or (action_id None) by `order_id` + `tracker` (the
+    newest action of that order and event type, as in a file).
+    """
+
+    action_id: str | None
     operation: Operation
     reason: str | None = None
     amount: str | None = None  # the new total sale amount (modify)
@@ -80,13 +84,15 @@ class Change:
     items: tuple[ItemEdit, ...] = ()
     currency: str | None = None
     override_cpc: bool = False  # reverse/modify a CPC action: operators only, recorded
+    order_id: str | None = None
+    tracker: str | None = None
 
 
 @dataclass(frozen=True)
 class ChangeOutcome:
     """What became of one change: APPLIED | UNCHANGED | ERROR, why, and old/new values."""
 
-    action_id: str
+    action_id: str | None  # the action changed (as resolved), or as requested
     status: str
     error_code: str | None
     error_type: str | None
@@ -118,21 +124,7 @@ def apply_changes(
     console, api…); `role` decides whether an explicit CPC override is honoured.
     """
     campaign = campaign_of(settings, campaign_id)
-    codes = dict(campaign.disposition_codes)
-    frame = _frame(changes)
-    # A reversal with a change reason is written as a file would (Amount 0) so that validation
-    # passes; the engine then reverses because the operation says so, not because of the 0.
-    implied = frame["amount"].isna().to_numpy() & _implied_zero(changes, codes, frame)
-    frame.loc[implied, "amount"] = "0"
-    rows = validate(frame, codes)
-    rows.loc[implied, "amount"] = pd.NA
-    line_op = [OP_CODES[c.operation] for c in changes]
-    override = [c.override_cpc and role == Role.OPERATOR for c in changes]
-    ops = np.array([line_op[line - 1] for line in rows["line"]], dtype=np.int64)
-    rows = rows.assign(
-        op=ops if len(rows) else np.zeros(0, np.int64),
-        override_cpc=np.array([override[line - 1] for line in rows["line"]], dtype=bool),
-    )
+    rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
     lines = np.arange(1, len(changes) + 1)
     raw = RawTable([], pd.DataFrame(index=range(len(changes))), lines, "request")
     with store.begin() as conn:
@@ -143,10 +135,36 @@ def apply_changes(
 
 
 def apply_change(
-    store: Store, settings: Settings, campaign_id: str, change: Change, **who: Any
+    store: Store,
+    settings: Settings,
+    campaign_id: str,
+    change: Change,
+    *,
+    actor: str,
+    channel: str,
+    role: Role,
 ) -> ChangeOutcome:
-    """Apply one change (see `apply_changes` for `actor`, `channel`, `role`)."""
-    return apply_changes(store, settings, campaign_id, [change], **who)[0]
+    """Apply one change (see `apply_changes`)."""
+    return apply_changes(
+        store, settings, campaign_id, [change], actor=actor, channel=channel, role=role
+    )[0]
+
+
+def canonical_rows(
+    changes: Sequence[Change], codes: Mapping[str, str], role: Role
+) -> pd.DataFrame:
+    """The changes as validated canonical rows (line k = k-th change) with their operation."""
+    frame = _frame(changes)
+    # A reversal with a change reason is written as a file would (Amount 0) so that validation
+    # passes; the engine then reverses because the operation says so, not because of the 0.
+    implied = frame["amount"].isna().to_numpy() & _implied_zero(changes, codes, frame)
+    frame.loc[implied, "amount"] = "0"
+    rows = validate(frame, codes)
+    rows.loc[implied, "amount"] = pd.NA
+    index = rows["line"].to_numpy(dtype=np.int64) - 1
+    ops = np.array([OP_CODES[c.operation] for c in changes], dtype=np.int64)
+    override = np.array([c.override_cpc and role == Role.OPERATOR for c in changes], dtype=bool)
+    return rows.assign(op=ops[index], override_cpc=override[index])
 
 
 def _implied_zero(
@@ -167,7 +185,8 @@ def _frame(changes: Sequence[Change]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     for line, c in enumerate(changes, start=1):
         reason = c.reason or DEFAULT_REASONS[c.operation]
-        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency}
+        base = {"line": line, "action_id": c.action_id, "order_id": c.order_id,
+                "tracker": c.tracker, "reason": reason, "currency": c.currency}  # fmt: skip
         if c.operation == Operation.MODIFY:
             base["customer_status"] = c.customer_status
         if c.items and c.operation == Operation.MODIFY:
