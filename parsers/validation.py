@@ -105,7 +105,8 @@ class Values:
     @cached_property
     def standard(self) -> Mask:
         """Rows whose reason is a standard code in any case (and not a custom code)."""
-        return _m(self.frame["reason"].str.upper().isin(list(REASON_CODES))) & ~self.custom
+        standard: Mask = _m(self.frame["reason"].str.upper().isin(list(REASON_CODES)))
+        return standard & ~self.custom
 
     @cached_property
     def reason(self) -> pd.Series:
