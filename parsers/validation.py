@@ -106,7 +106,7 @@ class Values:
     def standard(self) -> Mask:
         """Rows whose reason is a standard code in any case (and not a custom code)."""
         standard: Mask = _m(self.frame["reason"].str.upper().isin(list(REASON_CODES)))
-        return standard & ~self.custom
+        return np.asarray(standard & ~self.custom, dtype=bool)
 
     @cached_property
     def reason(self) -> pd.Series:
