@@ -297,7 +297,7 @@ def test_a_result_sent_back_is_read(env: Env, tmp_path: Path) -> None:
     first = tmp_path / "first.csv"
     first.write_bytes(MAKE.utf8(MAKE.HEADER, f"{fixed},80.00,Item Returned", f"{kept},70.00,OTHER"))
     doc = json.loads(env.ingest(first).out)
-    header, *rows = env.result(doc["file_id"])
+    header, *rows = env.result(doc)
     status = len(header) - len(RESULT_COLUMNS) + 1
     assert [row[status] for row in rows] == ["ERROR", "APPLIED"]
     rows[0][2] = "ITEM_RETURNED"
@@ -307,9 +307,9 @@ def test_a_result_sent_back_is_read(env: Env, tmp_path: Path) -> None:
     doc = json.loads(env.ingest(again).out)
     assert doc["status"] == "COMPLETE", doc.get("error")
     check_warnings(doc["warnings"], ["returnsd writes them"])
-    _, *rows = env.result(doc["file_id"])
-    width = len(header)
-    assert [row[width + 1] for row in rows] == ["APPLIED", "UNCHANGED"]
+    again_header, *rows = env.result(doc)
+    assert again_header == header  # the result columns are written anew, not repeated
+    assert [row[status] for row in rows] == ["APPLIED", "UNCHANGED"]
 
 
 # --- memory --------------------------------------------------------------------------------------
