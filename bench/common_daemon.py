@@ -221,8 +221,13 @@ class ReturnsFile:
 
     @property
     def result_name(self) -> str:
-        """The name returnsd gives its result CSV: result_<stem>.csv."""
+        """The name of the result CSV in a mail: result_<stem>.csv."""
         return f"result_{self.name.removesuffix('.csv')}.csv"
+
+    def result_in(self, folder: Path) -> Path | None:
+        """The result CSV in a results folder (FTP, drop folder): result_<stem>_<file id>.csv."""
+        found = sorted(folder.glob(f"result_{self.name.removesuffix('.csv')}_*.csv"))
+        return found[0] if found else None
 
 
 class Ledger:

@@ -12,10 +12,10 @@ at the end of the upload as the sender sees it and stops when the result is ther
 
 | channel | end of upload | result available |
 |---|---|---|
-| FTP | 226 after STOR (ftplib) | `results/result_<name>.csv` in the FTP home (polled every 5 ms) |
+| FTP | 226 after STOR (ftplib) | `results/result_<name>_<id>.csv` in the FTP home (polled, 5 ms) |
 | SMTP | 250 after DATA (smtplib) | the result mail reaches the relay |
 | HTTP | 202 (httpx) | `GET /v1/files/{id}/result` answers 200 (polled every 10 ms) |
-| drop folder | `os.rename` into the campaign folder returns | `results/result_<name>.csv` exists |
+| drop folder | `os.rename` into the campaign folder | `results/result_<name>_<id>.csv` exists |
 
 Burst: 50 FTP uploads, 20 mails and 20 API posts released at once (one thread each); a client
 refused for a temporary reason (FTP 4xx, SMTP 4xx, HTTP 503, connection refused) retries after a
@@ -130,10 +130,9 @@ class Latency:
         return out
 
     def ftp(self, f: ReturnsFile) -> float:
-        """226 → results/result_<name>.csv in the FTP home."""
-        target = self.daemon.ftp_results / f.result_name
+        """226 → results/result_<name>_<file id>.csv in the FTP home."""
         _, end = ftp_upload(self.daemon.ports.ftp, self.creds, f.name, f.data)
-        return poll(target.exists, 0.005, f.name) - end
+        return poll(lambda: f.result_in(self.daemon.ftp_results) is not None, 0.005, f.name) - end
 
     def smtp(self, f: ReturnsFile) -> float:
         """250 after DATA → the result mail at the relay."""
@@ -156,10 +155,10 @@ class Latency:
         return seen - end
 
     def dropdir(self, f: ReturnsFile) -> float:
-        """rename into the folder → results/result_<name>.csv."""
-        target = self.daemon.drop_folder / "results" / f.result_name
+        """rename into the folder → results/result_<name>_<file id>.csv."""
+        folder = self.daemon.drop_folder / "results"
         end = drop(self.daemon, f.name, f.data)
-        return poll(target.exists, 0.005, f.name) - end
+        return poll(lambda: f.result_in(folder) is not None, 0.005, f.name) - end
 
 
 @dataclass
@@ -295,7 +294,10 @@ def _cause(exc: BaseException) -> str:
         return f"SMTP {exc.smtp_code}"
     if isinstance(exc, ftplib.Error):
         return f"FTP {str(exc)[:3]}"
-    return type(exc).__name__ if not isinstance(exc, _Busy) else f"HTTP {str(exc)[:3]}"
+    if isinstance(exc, _Busy):
+        code = re.search(r'"code":\s*"([A-Z_]+)"', str(exc))
+        return f"HTTP {str(exc)[:3]}" + (f" {code.group(1)}" if code else "")
+    return type(exc).__name__
 
 
 class _Busy(Exception):

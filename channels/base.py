@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -17,11 +18,15 @@ class ChannelError(ReturnsdError):
 
 @dataclass(frozen=True)
 class ChannelContext:
-    """What a channel may use: the config, the spool to store files, results to give back."""
+    """What a channel may use: the config, the spool to store files, results to give back.
+
+    `running` names the channels running beside it (for health answers); none by default.
+    """
 
     settings: Settings
     spool: Spool
     results: ResultStore
+    running: Callable[[], Collection[str]] = tuple
 
 
 class Channel(Protocol):

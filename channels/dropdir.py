@@ -11,14 +11,12 @@ nothing is applied twice. The watchdog callbacks never block, stat or copy.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,22 +33,17 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from channels.base import ChannelContext, ChannelError
+from channels.intake import Intake, Refusal, Sender
+from channels.names import is_temp_name
+from channels.replies import delivered, receipt_name, receipt_text, write_atomic, write_results
 from ingest.config import DropdirOptions
-from ingest.errors import FileRejected, Transient
-from ingest.events import file_event
 from ingest.results import FileOutcome, reply_name
-from ingest.spool import Accepted, is_reserved_name
+from ingest.spool import Accepted
 
-log = logging.getLogger("returnsd.channels.dropdir")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 RESULTS = "results"
-TEMP_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 Signature = tuple[int, int]  # (size, mtime in ns)
-
-
-def is_ignored_name(name: str) -> bool:
-    """True for names never taken: temporary uploads (dotfiles, *.part, …) and reserved replies."""
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES) or is_reserved_name(name)
 
 
 @dataclass
@@ -95,6 +88,7 @@ class DropdirChannel:
         self.options = ctx.settings.channels.dropdir or DropdirOptions()
         self.root = ctx.settings.path(self.options.root).absolute()
         self.campaigns = frozenset(c.id for c in ctx.settings.campaigns if c.dropdir)
+        self.intake = Intake(ctx.spool, self.name)
         self._pending: dict[Path, _Pending] = {}
         self._stuck: dict[Path, Signature] = {}  # handled but could not be removed: skip
         self._lock = threading.Lock()
@@ -152,7 +146,7 @@ class DropdirChannel:
         campaign = p.parent.name
         if p.parent.parent != self.root or campaign not in self.campaigns:
             return
-        if is_ignored_name(p.name):
+        if is_temp_name(p.name):  # reserved names are taken, to be refused like any bad file
             return
         with self._lock:
             entry = self._pending.setdefault(p, _Pending(campaign))
@@ -208,32 +202,27 @@ class DropdirChannel:
     def _take(self, path: Path, campaign: str) -> None:
         """Spool one stable file, then remove it and write its receipt."""
         sig = _signature(path)
-        started = time.monotonic()
-        sender = f"dropdir:{campaign}"
+        who = Sender(campaign, f"dropdir:{campaign}", "local")
         try:
-            acc = self.ctx.spool.accept(
-                campaign, self.name, path.name, path, sender=sender, peer="local"
-            )
+            acc = self.intake.accept(who, path.name, path)
         except FileNotFoundError:
             return  # taken away by someone else meanwhile
-        except FileRejected as exc:
-            self._reject(path, campaign, exc, sig)
+        except Refusal as refusal:
+            if refusal.kind.transient:  # spool full and friends: the next rescan offers it again
+                log.warning("dropdir: %s left in place, will retry: %s", path, refusal)
+            else:
+                self._reject(path, campaign, refusal, sig)
             return
-        except Transient as exc:  # SpoolFull and friends: leave it; the next rescan offers it again
-            log.warning("dropdir: %s left in place, will retry: %s", path, exc)
-            return
-        file_event("duplicate" if acc.duplicate else "received", file_id=acc.file_id,
-                   channel=self.name, campaign=campaign, sender=sender, peer="local",
-                   name=path.name, size=acc.size, seconds=time.monotonic() - started,
-                   outcome=acc.status)  # fmt: skip
-        self._settle(path, sig, acc, sender)
+        self._settle(path, sig, acc)
 
-    def _settle(self, path: Path, sig: Signature | None, acc: Accepted, sender: str) -> None:
+    def _settle(self, path: Path, sig: Signature | None, acc: Accepted) -> None:
         """After the spool has the bytes: write the receipt, then remove the original.
 
         In that order, a sender who sees the file gone finds its receipt already there.
         """
-        self._write_receipt(acc.campaign, acc.name, _receipt(acc, sender))
+        outcome = self.ctx.results.outcome(acc.file_id)
+        self._write_receipt(acc.campaign, receipt_name(acc.file_id, acc.name),
+                            receipt_text(acc, outcome))  # fmt: skip
         if _signature(path) != sig:  # the writer resumed after a pause: keep the newer bytes
             log.warning("dropdir: %s changed while being taken; write to a temporary name and "
                         "rename when done", path)  # fmt: skip
@@ -241,17 +230,14 @@ class DropdirChannel:
         else:
             self._remove(path, sig)
 
-    def _reject(self, path: Path, campaign: str, exc: FileRejected, sig: Signature | None) -> None:
+    def _reject(self, path: Path, campaign: str, refusal: Refusal, sig: Signature | None) -> None:
         """Move a refused file to `results/rejected_<name>` with a receipt saying why."""
-        file_event("refused", channel=self.name, campaign=campaign, sender=f"dropdir:{campaign}",
-                   peer="local", name=path.name, size=sig[0] if sig else None,
-                   outcome=exc.code)  # fmt: skip
         text = (
             f"name: {path.name}\ncampaign: {campaign}\nchannel: {self.name}\nstatus: REJECTED\n"
-            f"error_code: {exc.code}\nmessage: {exc.message}\n"
+            f"error_code: {refusal.code}\nmessage: {refusal.message}\n"
             f"moved_to: {RESULTS}/rejected_{path.name}\n"
         )
-        self._write_receipt(campaign, path.name, text)
+        self._write_receipt(campaign, reply_name("receipt_", path.name, ".txt"), text)
         try:
             os.replace(path, self.folder(campaign) / RESULTS / f"rejected_{path.name}")
         except OSError as err:
@@ -273,40 +259,22 @@ class DropdirChannel:
                 self._stuck[path] = sig
 
     def _write_receipt(self, campaign: str, name: str, text: str) -> None:
-        target = self.folder(campaign) / RESULTS / reply_name("receipt_", name, ".txt")
+        target = self.folder(campaign) / RESULTS / name
         try:
             write_atomic(target, text.encode())
         except OSError as exc:
             log.warning("dropdir: cannot write receipt %s: %s", target, exc)
 
     def deliver(self, outcome: FileOutcome) -> bool:
-        """Write `results/result_<name>.csv` (when there is one) and `.json` atomically."""
+        """Write `results/result_<name>_<file id>.csv` (when there is one) and `.json`."""
         folder = self.folder(outcome.campaign) / RESULTS
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            csv = outcome.result_csv()
-            if csv is not None:
-                write_atomic(folder / os.path.basename(outcome.result_name), csv)
-            doc = json.dumps(outcome.summary(), indent=2, default=str).encode()
-            write_atomic(folder / os.path.basename(outcome.summary_name), doc)
+            names = write_results(folder, outcome)
         except OSError as exc:
             log.warning("dropdir: cannot deliver %s to %s: %s", outcome.file_id, folder, exc)
             return False
+        delivered(outcome, str(folder / names[0]))
         return True
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to a hidden temporary name in the same folder, fsync, and rename into place."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _signature(path: Path) -> Signature | None:
@@ -318,21 +286,3 @@ def _signature(path: Path) -> Signature | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _receipt(acc: Accepted, sender: str) -> str:
-    """The intake receipt, in the same format as every other channel's."""
-    outcome = FileOutcome(
-        file_id=acc.file_id,
-        campaign=acc.campaign,
-        channel=DropdirChannel.name,
-        name=acc.name,
-        sender=sender,
-        peer="local",
-        size=acc.size,
-        sha256=acc.sha256,
-        status=acc.status,
-        received_at=datetime.now(UTC),
-        duplicate_of=acc.duplicate_of,
-    )
-    return outcome.receipt_text()

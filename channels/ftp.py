@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -19,18 +18,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from channels.base import ChannelContext, ChannelError
-from channels.ftp_support import (
-    DropBox,
-    LoginGuard,
-    Shared,
-    deliver_result,
-    is_temp_name,
-)
+from channels.ftp_store import RESULTS, DropBox, FtpServerState, LoginGuard
+from channels.intake import Intake
+from channels.names import is_temp_name
+from channels.replies import delivered, write_results
 from ingest.config import FtpOptions
-from ingest.passwords import hash_password
 from ingest.results import FileOutcome
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 TMP_DIR = ".tmp"  # beside the homes: campaign ids cannot start with a dot
 
@@ -84,11 +79,11 @@ class FtpChannel:
             raise ChannelError(f"ftp: cannot prepare {self.root}: {exc}") from exc
         tls = self._tls_context()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="returnsd-ftp-work")
-        shared = self._shared(pool)
+        state = self._shared(pool)
         from channels.ftp_server import build_server
 
         try:
-            self._server, self._waker = build_server(shared, self.opts, tls)
+            self._server, self._waker = build_server(state, self.opts, tls)
         except OSError as exc:
             pool.shutdown()
             why = exc.strerror or str(exc)
@@ -126,12 +121,12 @@ class FtpChannel:
         try:
             box.results.mkdir(parents=True, exist_ok=True)
             (self.root / TMP_DIR).mkdir(exist_ok=True)
-            names = deliver_result(self.root / TMP_DIR, box, outcome)
+            names = write_results(box.results, outcome, self.root / TMP_DIR)
         except OSError as exc:
             log.warning("ftp: cannot deliver the result of %s: %s", outcome.file_id, exc)
             return False
-        log.debug("ftp: wrote %s for %s", ", ".join(names), outcome.file_id)
-        return True  # the daemon logs event=delivered
+        delivered(outcome, f"ftp {outcome.campaign}/{RESULTS}/{names[0]}")
+        return True
 
     # --- internals
 
@@ -147,15 +142,15 @@ class FtpChannel:
         finally:
             loop.close()
 
-    def _shared(self, pool: ThreadPoolExecutor) -> Shared:
-        return Shared(
+    def _shared(self, pool: ThreadPoolExecutor) -> FtpServerState:
+        return FtpServerState(
             ctx=self.ctx,
+            intake=Intake(self.ctx.spool, self.name),
             boxes=self._boxes,
             guard=LoginGuard(self.opts.ban_after_failures, self.opts.ban_seconds),
             pool=pool,
             call_soon=_not_running,
             tmp_dir=self.root / TMP_DIR,
-            dummy_hash=hash_password(secrets.token_hex(16)),
             close_grace=self.close_grace,
             login_delay=self.login_delay,
         )

@@ -1,7 +1,8 @@
 """The data connection of the hosted FTP channel: tells a complete upload from a cut-off one.
 
-pyftpdlib counts any close of the data socket as a complete upload (PITFALLS B1). This handler
-calls an upload cut off, and never lets it be stored, when:
+pyftpdlib counts any close of the data socket as a complete upload (its issues #461, #311: a
+client killed halfway through is reported as `on_file_received`). This handler calls an upload
+cut off, and never lets it be stored, when:
 - the client sent ABOR (pyftpdlib closes the data channel; the session sees it),
 - the connection was reset (ECONNRESET on recv, or a pending SO_ERROR at close),
 - over TLS, the connection ended without a close_notify alert (TLS requires one before closing:
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 from pyftpdlib.handlers import DTPHandler
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 DISCONNECTED = frozenset(
     {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE}

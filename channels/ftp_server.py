@@ -22,10 +22,10 @@ from pyftpdlib.servers import FTPServer
 
 from channels.ftp_data import Dtp
 from channels.ftp_session import Session
-from channels.ftp_support import RESULTS, DropBox, Shared
+from channels.ftp_store import RESULTS, DropBox, FtpServerState
 from ingest.config import FtpOptions
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 ALL_PERMS = "elradfw"
 BANNER = "returnsd FTP server ready."
@@ -155,10 +155,12 @@ class Server(FTPServer):
         return bool(len(self.ip_map) <= self.max_cons)
 
 
-def build_server(shared: Shared, opts: FtpOptions, tls_context: Any | None) -> tuple[Any, Waker]:
+def build_server(
+    state: FtpServerState, opts: FtpOptions, tls_context: Any | None
+) -> tuple[Any, Waker]:
     """Bind on a new IO loop with per-instance handler classes; OSError if it cannot."""
     dtp_attrs = {
-        "max_bytes": shared.ctx.settings.limits.max_file_bytes,
+        "max_bytes": state.ctx.settings.limits.max_file_bytes,
         "timeout": opts.idle_timeout,
     }
     if tls_context is None:
@@ -169,7 +171,7 @@ def build_server(shared: Shared, opts: FtpOptions, tls_context: Any | None) -> t
 
         dtp = type("ReturnsdTlsDtp", (TLS_DTPHandler, Dtp), dtp_attrs)
         bases = (Session, TLS_FTPHandler)
-    handler = type("ReturnsdSession", bases, _session_attrs(shared, opts, dtp, tls_context))
+    handler = type("ReturnsdSession", bases, _session_attrs(state, opts, dtp, tls_context))
     ioloop = IOLoop()
     try:
         server = Server((opts.host, opts.port), handler, ioloop=ioloop)
@@ -179,20 +181,22 @@ def build_server(shared: Shared, opts: FtpOptions, tls_context: Any | None) -> t
     server.max_cons = opts.max_connections
     server.max_cons_per_ip = opts.max_connections_per_ip
     waker = Waker(ioloop)
-    shared.call_soon = waker.call_soon
+    state.call_soon = waker.call_soon
     return server, waker
 
 
-def _session_attrs(shared: Shared, opts: FtpOptions, dtp: type, tls: Any | None) -> dict[str, Any]:
+def _session_attrs(
+    state: FtpServerState, opts: FtpOptions, dtp: type, tls: Any | None
+) -> dict[str, Any]:
     attrs: dict[str, Any] = {
-        "shared": shared,
-        "authorizer": Authorizer(shared.boxes),
+        "server_state": state,
+        "authorizer": Authorizer(state.boxes),
         "abstracted_fs": JailedFS,
         "dtp_handler": dtp,
         "timeout": opts.idle_timeout,
         "banner": BANNER,
         "max_login_attempts": opts.max_login_attempts,
-        "auth_failed_timeout": shared.login_delay,
+        "auth_failed_timeout": state.login_delay,
         "masquerade_address": opts.masquerade_address,
         "permit_foreign_addresses": False,
         "permit_privileged_ports": False,

@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 from pyftpdlib.handlers import FTPHandler
 
 from channels.ftp_data import TOO_LARGE_REASON
-from channels.ftp_support import Shared, StoreResult, Upload, is_temp_name, refused, store_upload
+from channels.ftp_store import FtpServerState, StoreResult, Upload, refused, store_upload
+from channels.names import is_reserved_name, is_temp_name
 from ingest.errors import TOO_LARGE
-from ingest.spool import is_reserved_name
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 MAX_HELD_LINES = 16
 
@@ -34,7 +34,7 @@ MAX_HELD_LINES = 16
 class Session(FTPHandler):
     """pyftpdlib's control handler with bans, off-loop logins, upload rules and deferred 226."""
 
-    shared: ClassVar[Shared]
+    server_state: ClassVar[FtpServerState]
     _restart_position: int
     _in_dtp_queue: Any
     _rnfr: str | None
@@ -51,7 +51,8 @@ class Session(FTPHandler):
 
     def on_connect(self) -> None:
         """Turn a banned address away before the banner."""
-        if self.shared.guard.banned(self.remote_ip):
+        if self.server_state.guard.banned(self.remote_ip):
+            self.server_state.intake.refused(None, "BANNED", peer=self.remote_ip)
             self.respond("421 Too many failed logins from your address; try again later.")
             self.close_when_done()
 
@@ -59,19 +60,22 @@ class Session(FTPHandler):
         """Check the password in the worker pool (scrypt would stall every session)."""
         if self.authenticated or not self.username:
             super().ftp_PASS(line)
-        elif self.shared.guard.banned(self.remote_ip):
+        elif self.server_state.guard.banned(self.remote_ip):
+            self.server_state.intake.refused(
+                None, "BANNED", sender=self.username, peer=self.remote_ip
+            )
             self.handle_auth_failed("Too many failed logins from your address; try later.", "")
         else:
             user = self.username
-            check = partial(self.shared.check_password, user, line)
+            check = partial(self.server_state.check_password, user, line)
             self._defer(check, partial(self._login_checked, user))
 
     def _login_checked(self, user: str, fut: Future[bool]) -> None:
         if fut.exception() is not None:
             log.error("ftp: password check for %s failed: %r", user, fut.exception())
         ok = fut.exception() is None and fut.result()
-        if not ok and self.shared.guard.failed(self.remote_ip):
-            log.warning("ftp: banning %s after repeated failed logins", self.remote_ip)
+        if not ok:
+            self._login_failed(user)
         if self._closed:
             return
         if ok:  # "" instead of the password: pyftpdlib would keep it on the session
@@ -80,6 +84,13 @@ class Session(FTPHandler):
         else:
             self._held = []  # pyftpdlib stops reading during the failed-login delay: so do we
             self.handle_auth_failed("", "")
+
+    def _login_failed(self, user: str) -> None:
+        """Log a failed login like every channel does, and ban an address that keeps failing."""
+        state = self.server_state
+        state.intake.refused(None, "AUTH_FAILED", sender=user, peer=self.remote_ip)
+        if state.guard.failed(self.remote_ip):
+            log.warning("ftp: banning %s after repeated failed logins", self.remote_ip)
 
     # --- uploads
 
@@ -117,7 +128,7 @@ class Session(FTPHandler):
             self._store(upload, "226", True)  # TLS said the end is the end: no need to wait
             return
         self._hold()  # plain FTP: a client that died closes its control connection too; wait
-        self.call_later(self.shared.close_grace, self._store, upload, "226", True)
+        self.call_later(self.server_state.close_grace, self._store, upload, "226", True)
 
     def on_incomplete_file_received(self, file: str) -> None:
         """A cut-off upload is never stored: deleted (kept only under a temporary name)."""
@@ -160,7 +171,7 @@ class Session(FTPHandler):
         name = Path(path).name
         if Path(path).parent != Path(self.fs.root) or not is_temp_name(name):
             self.respond("550 Only files uploaded under a temporary name (.part …) can be renamed.")
-        elif Path(path) in self.shared.busy:
+        elif Path(path) in self.server_state.busy:
             self.respond(f"450 {name} is busy; try again shortly.")
         else:
             super().ftp_RNFR(path)
@@ -175,7 +186,7 @@ class Session(FTPHandler):
         if refusal is None and is_temp_name(target.name):
             return super().ftp_RNTO(path)
         self._rnfr = None
-        if refusal is None and (not os.path.isfile(src) or Path(src) in self.shared.busy):
+        if refusal is None and (not os.path.isfile(src) or Path(src) in self.server_state.busy):
             refusal = "550 The file to rename is gone or busy."
         if refusal:
             self.respond(refusal)
@@ -187,7 +198,7 @@ class Session(FTPHandler):
 
     def ftp_DELE(self, path: str) -> Any:
         """Delete, unless the file is being received or stored."""
-        if Path(path) in self.shared.busy:
+        if Path(path) in self.server_state.busy:
             self.respond(f"450 {Path(path).name} is busy; try again shortly.")
             return None
         return super().ftp_DELE(path)
@@ -196,7 +207,7 @@ class Session(FTPHandler):
 
     def _store(self, upload: Upload, ok_code: str, discard: bool) -> None:
         self._storing = True
-        job = partial(store_upload, self.shared, upload, discard)
+        job = partial(store_upload, self.server_state, upload, discard)
         self._defer(job, partial(self._stored, upload, ok_code, discard))
 
     def _stored(
@@ -207,7 +218,7 @@ class Session(FTPHandler):
         if fut.exception() is not None:  # the pool was shut down before the job ran
             if discard:
                 upload.path.unlink(missing_ok=True)
-            refused(upload, "SHUTTING_DOWN", str(fut.exception()))
+            refused(self.server_state, upload, "SHUTTING_DOWN", str(fut.exception()))
             result = StoreResult(421, "Service shutting down; nothing was stored.")
         else:
             result = fut.result()
@@ -220,23 +231,23 @@ class Session(FTPHandler):
             return "553 Upload files to the top folder /."
         if is_reserved_name(upload.name):
             return "553 Names starting receipt_ or result_ are reserved; rename the file."
-        if upload.path in self.shared.busy or self._upload is not None:
+        if upload.path in self.server_state.busy or self._upload is not None:
             return f"450 {upload.name} is busy (being received or stored); try again shortly."
         if resuming and not is_temp_name(upload.name):
             return f"550 Resume (REST/APPE) only under a temporary name, e.g. {upload.name}.part."
         return None
 
     def _new_upload(self, path: Path) -> Upload:
-        box = self.shared.boxes[self.username]
+        box = self.server_state.boxes[self.username]
         return Upload(path, path.name, box, self.remote_ip)
 
     def _claim(self, upload: Upload) -> None:
         self._upload = upload
-        self.shared.busy.add(upload.path)
+        self.server_state.busy.add(upload.path)
 
     def _release(self) -> None:
         if self._upload is not None:
-            self.shared.busy.discard(self._upload.path)
+            self.server_state.busy.discard(self._upload.path)
             self._upload = None
 
     def _discard(self, upload: Upload, reason: str, size: int | None) -> None:
@@ -244,7 +255,13 @@ class Session(FTPHandler):
         if not keep:
             upload.path.unlink(missing_ok=True)
         self._release()
-        refused(upload, TOO_LARGE if reason == TOO_LARGE_REASON else "INCOMPLETE", reason, size)
+        refused(
+            self.server_state,
+            upload,
+            TOO_LARGE if reason == TOO_LARGE_REASON else "INCOMPLETE",
+            reason,
+            size,
+        )
 
     # --- holding commands while a reply is deferred
 
@@ -255,13 +272,13 @@ class Session(FTPHandler):
     def _defer(self, work: Callable[[], Any], done: Callable[[Future[Any]], None]) -> None:
         self._hold()
         try:
-            fut = self.shared.pool.submit(work)
+            fut = self.server_state.pool.submit(work)
         except RuntimeError as exc:  # pool shut down: the channel is stopping
             fut = Future()
             fut.set_exception(exc)
             self._resume(done, fut)
             return
-        call_soon = self.shared.call_soon
+        call_soon = self.server_state.call_soon
         fut.add_done_callback(lambda f: call_soon(partial(self._resume, done, f)))
 
     def _resume(self, done: Callable[[Future[Any]], None], fut: Future[Any]) -> None:

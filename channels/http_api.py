@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from channels.base import ChannelContext, ChannelError
+from channels.connections import PerAddressCap
 from ingest.config import HttpOptions
 from ingest.results import FileOutcome
 
 if TYPE_CHECKING:
     import uvicorn
 
-log = logging.getLogger("returnsd.channels.http")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
@@ -132,30 +133,65 @@ def _make_server(ctx: ChannelContext, options: HttpOptions) -> uvicorn.Server:
     return _Server(config)
 
 
+DRAIN_SECONDS = 2.0  # how long a turned-away client may go on sending before it is closed
+BUSY_BODY = (
+    b'{"detail":"too many connections from your address; retry after the pause",'
+    b'"code":"TOO_MANY_CONNECTIONS"}'
+)
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: "
+    + str(len(BUSY_BODY)).encode()
+    + b"\r\nConnection: close\r\n\r\n"
+    + BUSY_BODY
+)
+
+
 def _limited_protocol(per_ip: int, header_timeout: float) -> type:
     """uvicorn's HTTP/1.1 protocol with a per-address connection cap and a deadline for headers.
 
     uvicorn shares `limit_concurrency` among everyone and waits forever for a first request, so
-    one address with idle connections could starve every other client. A class per server keeps
-    the counts out of module state.
+    one address with idle connections could starve every other client. A connection over the cap
+    is answered `503` with `Retry-After` at once; its request is read and dropped until the client
+    closes (closing a socket with unread bytes would send the client a reset instead of the
+    answer). A class per server keeps the counts out of module state.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    counts: dict[str, int] = {}  # only touched on the server's event loop
+    cap = PerAddressCap(per_ip)  # only touched on the server's event loop
 
     class LimitedH11Protocol(H11Protocol):
         _ip: str | None = None
         _deadline: asyncio.TimerHandle | None = None
+        _turned_away = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             ip = str(self.client[0]) if self.client else "?"
-            if counts.get(ip, 0) >= per_ip:
-                transport.close()  # over the cap: closed before any byte is read
+            if not cap.admit(ip):
+                self._turn_away(transport)
                 return
-            counts[ip] = counts.get(ip, 0) + 1
             self._ip = ip
             self._deadline = self.loop.call_later(header_timeout, self._headers_overdue)
+
+        def _turn_away(self, transport: asyncio.Transport) -> None:
+            self._turned_away = True
+            self.connections.discard(self)  # holds no place under uvicorn's shared limit
+            transport.write(BUSY_RESPONSE)
+            if transport.can_write_eof():
+                transport.write_eof()  # the client reads the answer, then an end of stream
+            drain = min(header_timeout, DRAIN_SECONDS)
+            self._deadline = self.loop.call_later(drain, transport.close)
+
+        def data_received(self, data: bytes) -> None:
+            if not self._turned_away:
+                super().data_received(data)
+
+        def eof_received(self) -> None:
+            if self._turned_away:
+                self.transport.close()
+                return
+            super().eof_received()
 
         def _headers_overdue(self) -> None:
             if self.cycle is None and not self.transport.is_closing():
@@ -165,9 +201,7 @@ def _limited_protocol(per_ip: int, header_timeout: float) -> type:
             if self._deadline is not None:
                 self._deadline.cancel()
             if self._ip is not None:
-                counts[self._ip] -= 1
-                if not counts[self._ip]:
-                    del counts[self._ip]
+                cap.release(self._ip)
                 self._ip = None
             super().connection_lost(exc)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -42,14 +42,22 @@ from channels.http_body import (
     read_raw,
     too_large,
 )
-from channels.http_docs import UploadReply, upload_body, upload_responses
-from ingest.errors import TOO_LARGE, FileRejected, SpoolFull, Transient
-from ingest.events import file_event
+from channels.http_docs import (
+    FileList,
+    FileStatus,
+    Health,
+    UploadReply,
+    mount_docs,
+    upload_body,
+    upload_responses,
+)
+from channels.intake import Intake, Refusal, RefusalKind, Sender
+from ingest.errors import Transient
 from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
 
 CHANNEL = "http"
-log = logging.getLogger("returnsd.http")
+log = logging.getLogger(f"returnsd.{__name__}")
 MAX_CONCURRENT_UPLOADS = 8
 SCRYPT_AT_ONCE = 2
 bearer = HTTPBearer(auto_error=False, description="The campaign's upload token")
@@ -62,8 +70,13 @@ def _peer(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _refused(request: Request, campaign: str, outcome: str) -> None:
-    file_event("refused", channel=CHANNEL, campaign=campaign, peer=_peer(request), outcome=outcome)
+REFUSAL_STATUS = {
+    RefusalKind.TOO_LARGE: 413,
+    RefusalKind.REJECTED: 422,
+    RefusalKind.SPOOL_FULL: 507,
+    RefusalKind.TEMPORARY: 503,
+}
+MAX_PAGE = 200
 
 
 def attachment(name: str) -> str:
@@ -93,6 +106,7 @@ class HttpApi:
         self.ctx = ctx
         self.public_url = public_url.rstrip("/") if public_url else None
         self.tokens = TokenChecker(ctx.settings)
+        self.intake = Intake(ctx.spool, CHANNEL)
         self.limit = ctx.settings.limits.max_file_bytes
         self.uploading = 0
         self._scrypt: asyncio.Semaphore | None = None
@@ -103,12 +117,15 @@ class HttpApi:
         async with self._scrypt:
             return await run_in_threadpool(self.tokens.check, campaign, token)
 
+    def _refused(self, request: Request, campaign: str, outcome: str) -> None:
+        self.intake.refused(Sender(campaign, None, _peer(request)), outcome)
+
     async def _deny(self, request: Request, campaign: str, cred: Credentials) -> Response | None:
         """None when the token is the campaign's; else the 401/404 answer (see module doc)."""
         token = cred.credentials if cred else None
         if token and self.tokens.has_account(campaign) and await self._valid(campaign, token):
             return None
-        _refused(request, campaign, "UNAUTHORIZED")
+        self._refused(request, campaign, "UNAUTHORIZED")
         if token and not self.tokens.has_account(campaign) and self.tokens.owner(token):
             return _error(404, "NOT_FOUND", f"no campaign {campaign!r} takes HTTP uploads")
         return _unauthorized()
@@ -130,16 +147,16 @@ class HttpApi:
         if denied is not None:
             return denied
         if self.uploading >= MAX_CONCURRENT_UPLOADS:
-            _refused(request, campaign, "BUSY")
+            self._refused(request, campaign, "BUSY")
             return _error(503, "BUSY", "too many uploads at once; retry", **{"Retry-After": "5"})
         self.uploading += 1
         try:
             return await self._upload(request, campaign, name)
         except BodyError as exc:
-            _refused(request, campaign, exc.code)
+            self._refused(request, campaign, exc.code)
             return _error(exc.status, exc.code, exc.message)
         except ClientDisconnect:  # the upload was cut off: nothing stored, nobody to answer
-            _refused(request, campaign, "ABORTED")
+            self._refused(request, campaign, "ABORTED")
             return Response(status_code=400)
         finally:
             self.uploading -= 1
@@ -165,43 +182,19 @@ class HttpApi:
     async def _store(
         self, request: Request, campaign: str, body: Upload, started: float
     ) -> Response:
-        peer = _peer(request)
-        fields: dict[str, Any] = {"channel": CHANNEL, "campaign": campaign, "peer": peer}
+        who = Sender(campaign, f"token:{campaign}", _peer(request))
         meta: dict[str, object] = {"user_agent": request.headers.get("user-agent", "")[:200]}
-        sender = f"token:{campaign}"
         try:
             acc: Accepted = await run_in_threadpool(
-                self.ctx.spool.accept,
-                campaign,
-                CHANNEL,
-                body.name,
-                body.file,
-                sender=sender,
-                peer=peer,
-                meta=meta,
+                self.intake.accept, who, body.name, body.file, meta=meta, started=started
             )
-        except FileRejected as exc:
-            status = 413 if exc.code == TOO_LARGE else 422
-            raise BodyError(status, exc.code, exc.message) from exc
-        except SpoolFull as exc:
-            raise BodyError(507, "SPOOL_FULL", str(exc)) from exc
-        except Transient as exc:
-            # The detail (e.g. the database's address) is for the operator's log, not the caller.
-            log.warning("http upload for %s not stored: %s", campaign, exc)
-            raise BodyError(
-                503, "TRY_AGAIN", "temporarily unable to store the file; retry"
-            ) from exc
-        event = "duplicate" if acc.duplicate else "received"
-        file_event(
-            event,
-            **fields,
-            file_id=acc.file_id,
-            sender=sender,
-            name=acc.name,
-            size=acc.size,
-            seconds=time.monotonic() - started,
-            outcome=acc.status,
-        )
+        except Refusal as exc:
+            # A temporary failure's detail (e.g. the database's address) is for the log only.
+            if exc.kind is RefusalKind.TEMPORARY:
+                log.warning("http upload for %s not stored: %s", campaign, exc.cause)
+                message = "temporarily unable to store the file; retry"
+                return _error(503, "TRY_AGAIN", message, **{"Retry-After": "10"})
+            return _error(REFUSAL_STATUS[exc.kind], exc.code, exc.message)
         reply = UploadReply(
             file_id=acc.file_id,
             status=acc.status,
@@ -231,7 +224,7 @@ class HttpApi:
         found = await self._outcome(request, file_id, cred)
         if isinstance(found, Response):
             return found
-        return JSONResponse({**found.summary(), **self._links(request, file_id)})
+        return JSONResponse(self._status(request, found).model_dump(mode="json", exclude_none=True))
 
     async def result(self, request: Request, file_id: str, cred: Token) -> Response:
         """The result CSV (409 while not finished, 404 if the file finished without one)."""
@@ -258,19 +251,75 @@ class HttpApi:
             return found
         return PlainTextResponse(found.receipt_text())
 
-    async def health(self) -> dict[str, str]:
-        """Liveness: answers while the server runs."""
-        return {"status": "ok"}
+    async def files(
+        self,
+        request: Request,
+        campaign: str,
+        cred: Token,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Files per page")] = 50,
+        offset: Annotated[int, Query(ge=0, le=100_000, description="Files to skip")] = 0,
+    ) -> Response:
+        """The campaign's files, newest first, one page at a time (`next` links the next page)."""
+        denied = await self._deny(request, campaign, cred)
+        if denied is not None:
+            return denied
+        page = await run_in_threadpool(
+            self.ctx.results.recent, campaign=campaign, limit=offset + limit + 1
+        )
+        shown = page[offset : offset + limit]
+        items = [self._status(request, f) for f in shown]
+        more = len(page) > offset + limit
+        base = str(request.url.remove_query_params(["offset", "limit"]))
+        doc = FileList(
+            campaign=campaign,
+            files=items,
+            offset=offset,
+            limit=limit,
+            next=f"{base}?limit={limit}&offset={offset + limit}" if more else None,
+        )
+        return JSONResponse(doc.model_dump(mode="json", exclude_none=True))
+
+    def _status(self, request: Request, outcome: FileOutcome) -> FileStatus:
+        return FileStatus.model_validate(
+            {**outcome.summary(), **self._links(request, outcome.file_id)}
+        )
+
+    async def health(self) -> Response:
+        """Liveness (200 while the server runs): database state, queued files, running channels."""
+        doc = await run_in_threadpool(self._health)
+        return JSONResponse(doc.model_dump())
+
+    def _health(self) -> Health:
+        try:
+            queued = len(self.ctx.results.recent(status="QUEUED", limit=QUEUE_COUNT_CAP))
+            processing = len(self.ctx.results.recent(status="PROCESSING", limit=QUEUE_COUNT_CAP))
+        except Transient as exc:  # the database is down: say so, do not fail the probe
+            log.warning("healthz: database unreachable: %s", exc)
+            return Health(status="degraded", database="unreachable", channels=self._channels())
+        return Health(
+            status="ok",
+            database="ok",
+            queued=queued,
+            processing=processing,
+            queue_capped=max(queued, processing) >= QUEUE_COUNT_CAP,
+            channels=self._channels(),
+        )
+
+    def _channels(self) -> list[str]:
+        return sorted(self.ctx.running())
+
+
+QUEUE_COUNT_CAP = 10_000
 
 
 def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
-    """The API as a FastAPI app (OpenAPI at /openapi.json, docs at /docs)."""
+    """The API as a FastAPI app (OpenAPI at /openapi.json, docs at /docs, served offline)."""
     api = HttpApi(ctx, public_url)
     app = FastAPI(
         title="returnsd upload API",
         version="1",
         description="Upload returns files for a campaign and fetch their results.",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -281,7 +330,13 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         openapi_extra=upload_body(),
         summary="Upload a returns file",
     )(api.upload)
-    app.get("/v1/files/{file_id}", summary="File status")(api.status)
+    app.get(
+        "/v1/campaigns/{campaign}/files",
+        summary="List the campaign's files",
+        response_model=FileList,
+        responses={401: {"description": "Missing or invalid token for this campaign"}},
+    )(api.files)
+    app.get("/v1/files/{file_id}", summary="File status", response_model=FileStatus)(api.status)
     app.get(
         "/v1/files/{file_id}/result",
         summary="Result CSV",
@@ -290,5 +345,10 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
     app.get("/v1/files/{file_id}/receipt", summary="Receipt", response_class=PlainTextResponse)(
         api.receipt
     )
-    app.get("/healthz", summary="Health")(api.health)
+    app.get(
+        "/healthz",
+        summary="Health",
+        response_model=Health,
+    )(api.health)
+    mount_docs(app)
     return app

@@ -16,7 +16,7 @@ from ingest.config import Secret, Settings
 from ingest.errors import ConfigError
 from ingest.passwords import verify_password
 
-log = logging.getLogger("returnsd.channels.http")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 MAX_TOKEN_LENGTH = 1024
 

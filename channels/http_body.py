@@ -14,7 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO, cast
 
-SUPPORTED_EXTENSIONS = (".csv", ".txt", ".xml", ".xlsx", ".gz", ".zip")
+from channels.names import is_supported_name, supported_list
+
 IN_MEMORY = 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
 RAW_TYPES: Mapping[str, str] = MappingProxyType(
@@ -22,10 +23,11 @@ RAW_TYPES: Mapping[str, str] = MappingProxyType(
         "text/csv": ".csv",
         "application/csv": ".csv",
         "text/plain": ".txt",
-        "text/tab-separated-values": ".txt",
+        "text/tab-separated-values": ".tsv",
         "application/xml": ".xml",
         "text/xml": ".xml",
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+        "application/vnd.ms-excel.sheet.macroenabled.12": ".xlsm",
         "application/gzip": ".gz",
         "application/x-gzip": ".gz",
         "application/zip": ".zip",
@@ -70,11 +72,9 @@ def media_type(content_type: str | None) -> str:
 def check_name(name: str) -> str:
     """Return the file's base name, or raise 415 when its extension is not one returnsd reads."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base.lower().endswith(SUPPORTED_EXTENSIONS):
+    if not is_supported_name(base):
         raise BodyError(
-            415,
-            "UNSUPPORTED_FORMAT",
-            f"file name {base!r} must end in one of {' '.join(SUPPORTED_EXTENSIONS)}",
+            415, "UNSUPPORTED_FORMAT", f"file name {base!r} must end in one of {supported_list()}"
         )
     return base
 

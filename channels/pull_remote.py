@@ -19,11 +19,10 @@ from types import TracebackType
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
+from channels.names import is_reserved_name, is_temp_name
 from ingest.config import PullSource
 from ingest.errors import Terminal, Transient
-from ingest.spool import is_reserved_name
 
-TEMP_SUFFIXES = (".part", ".filepart", ".tmp", "~")
 DEFAULT_PORTS = {"sftp": 22, "ftp": 21, "ftps": 21}
 
 
@@ -100,7 +99,7 @@ def join(folder: str, name: str) -> str:
 
 def is_candidate(name: str, pattern: str) -> bool:
     """True when `name` matches the pattern and is neither a temporary upload nor a reply file."""
-    if name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES) or is_reserved_name(name):
+    if is_temp_name(name) or is_reserved_name(name):
         return False
     return fnmatchcase(name, pattern)
 

@@ -1,8 +1,8 @@
 """The SFTP transport of the scheduled pull (paramiko), with the server's host key pinned.
 
 The pinned key is the only entry of a fresh per-session `HostKeys`, the client keeps a
-`RejectPolicy`, and the transport asks the server for the pinned key's type first (PITFALLS B3:
-otherwise paramiko may negotiate another type the server also has and compare the wrong key). Any
+`RejectPolicy`, and the transport asks the server for the pinned key's type first (else
+paramiko may negotiate another type the server also has and compare the wrong key). Any
 other key — same type but changed, or another type because the server has none of the pinned one —
 is refused with both fingerprints in the message.
 """
@@ -32,7 +32,7 @@ from channels.pull_remote import (
 )
 from ingest.config import PullSource
 
-log = logging.getLogger("returnsd.channels.pull")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 # Host key algorithms that prove a key of each type (RSA keys sign with SHA-2 since OpenSSH 8.8).
 ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}

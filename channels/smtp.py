@@ -17,8 +17,9 @@ The `250` after DATA is sent only once every usable attachment is in the spool (
 spool's disk is full, `451` on another temporary failure: the sender's MTA retries, and the spool
 recognises the same bytes). A receipt mail listing the file ids (or explaining that no usable file
 was found) is sent through the relay from a background thread; the result of every file is mailed by
-`deliver()`. Receipts are best effort (logged when the relay fails); results are retried by the
-daemon until the relay takes them.
+`deliver()` (`event=delivered` once the relay took it); the daemon retries a result while the relay
+is down. Without a relay every reply goes to the outbox (`channels.smtp_outbox`) and is sent once a
+relay is configured. The sender allow-list is checked at RCPT (the envelope sender is known then).
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ import logging
 import math
 import smtplib
 import ssl
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, ClassVar
 
 from channels.base import ChannelContext, ChannelError
+from channels.intake import Intake
+from channels.replies import delivered
 from channels.smtp_mail import Relay, result_mail
+from channels.smtp_outbox import Outbox, mail_event, permanently_refused
 from ingest.config import SmtpOptions
-from ingest.events import file_event
 from ingest.results import FileOutcome
 
 if TYPE_CHECKING:
     from channels.smtp_server import PortController
 
-log = logging.getLogger("returnsd.channels.smtp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 HEADROOM = 256 * 1024
 SPOOL_WORKERS = 2
@@ -61,7 +65,10 @@ class SmtpChannel:
         self.ctx = ctx
         self.options: SmtpOptions = ctx.settings.channels.smtp or SmtpOptions(port=0)
         self.relay = Relay(self.options)
+        self.outbox = Outbox(ctx.settings.path(self.options.outbox_dir))
         self.port = self.options.port
+        self._flusher: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._controller: PortController | None = None
         self._spool_pool: ThreadPoolExecutor | None = None
         self._reply_pool: ThreadPoolExecutor | None = None
@@ -91,7 +98,8 @@ class SmtpChannel:
             )
         self._spool_pool = ThreadPoolExecutor(SPOOL_WORKERS, thread_name_prefix="smtp-spool")
         self._reply_pool = ThreadPoolExecutor(1, thread_name_prefix="smtp-reply")
-        handler = SmtpHandler(self.ctx.settings, self.ctx.spool, self._spool_pool, self.send_later)
+        intake = Intake(self.ctx.spool, self.name)
+        handler = SmtpHandler(self.ctx.settings, intake, self._spool_pool, self.send_later)
         controller = PortController(
             handler,
             hostname=self.options.host,
@@ -100,7 +108,7 @@ class SmtpChannel:
             data_size_limit=message_size_limit(self.ctx.settings.limits.max_file_bytes),
             tls_context=tls,
             require_starttls=self.options.require_starttls,
-            authenticator=Authenticator(users) if users else None,
+            authenticator=Authenticator(users, intake) if users else None,
             auth_required=bool(users),
             auth_require_tls=True,
             timeout=self.options.idle_timeout,
@@ -117,7 +125,29 @@ class SmtpChannel:
             raise ChannelError(f"smtp: cannot listen on {self.address}: {exc}") from exc
         self._controller = controller
         self.port = controller.port
+        self._start_flusher()
         log.info("smtp listening on %s", self.address)
+
+    def _start_flusher(self) -> None:
+        """With a relay, send what waits in the outbox now and every `outbox_flush_seconds`."""
+        if not self.relay.configured:
+            waiting = len(self.outbox.pending())
+            if waiting:
+                log.warning("smtp: no relay configured; %d reply mail(s) wait in %s",
+                            waiting, self.outbox.folder)  # fmt: skip
+            return
+        self._stopping.clear()
+        self._flusher = threading.Thread(target=self._flush_loop, name="smtp-outbox", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            try:
+                self.outbox.flush(self.relay.send)
+            except Exception:  # the loop must survive anything; the next round retries
+                log.exception("smtp: outbox flush failed")
+            if self._stopping.wait(self.options.outbox_flush_seconds):
+                return
 
     def _tls_context(self) -> ssl.SSLContext | None:
         o = self.options
@@ -137,6 +167,10 @@ class SmtpChannel:
             self._controller.stop()
             self._controller = None
         self._shutdown_pools()
+        self._stopping.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=60)
+            self._flusher = None
 
     def _shutdown_pools(self) -> None:
         # Spool workers first: a mail being stored may still queue its receipt on the reply pool.
@@ -147,49 +181,44 @@ class SmtpChannel:
 
     def send_later(self, msg: EmailMessage) -> None:
         """Queue a receipt (or "no file found") mail for the relay, off the SMTP transaction."""
-        if not self.relay.configured:
-            log.info("no relay configured: reply %r to %s not sent", msg["Subject"], msg["To"])
+        if not self.relay.configured or self._reply_pool is None:
+            self.outbox.put(msg)
             return
-        if self._reply_pool is None:
-            log.warning("smtp stopped: reply %r to %s not sent", msg["Subject"], msg["To"])
-            return
-        self._reply_pool.submit(self._send_quietly, msg)
+        self._reply_pool.submit(self._send_or_keep, msg)
 
-    def _send_quietly(self, msg: EmailMessage) -> None:
+    def _send_or_keep(self, msg: EmailMessage) -> None:
         try:
             self.relay.send(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            if permanently_refused(exc):
+                mail_event("undeliverable", msg, outcome=str(exc.recipients))
+            else:
+                self.outbox.put(msg)
         except (OSError, smtplib.SMTPException) as exc:
-            log.warning("reply %r to %s not sent: %s", msg["Subject"], msg["To"], exc)
+            log.warning("reply %r to %s kept in the outbox: %s", msg["Subject"], msg["To"], exc)
+            self.outbox.put(msg)
 
     def deliver(self, outcome: FileOutcome) -> bool:
-        """Mail the result CSV and JSON summary to the envelope sender; False if the relay fails."""
+        """Mail the result to the envelope sender (or keep it in the outbox without a relay)."""
         to = outcome.meta.get("reply_to")
         if not to:
             return True  # null sender (bounce) or unknown: nobody to tell
+        msg = result_mail(self.options, outcome, to)
         if not self.relay.configured:
-            log.info("no relay configured: result of %s for %s not mailed", outcome.file_id, to)
+            self.outbox.put(msg)
             return True
         try:
-            self.relay.send(result_mail(self.options, outcome, to))
+            self.relay.send(msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            if all(code >= 500 for code, _ in exc.recipients.values()):
-                file_event("undeliverable", **_fields(outcome), outcome=str(exc.recipients))
+            if permanently_refused(exc):
+                mail_event("undeliverable", msg, outcome=str(exc.recipients))
                 return True  # permanently refused: retrying cannot help
             return self._relay_failed(outcome, exc)
         except (OSError, smtplib.SMTPException) as exc:
             return self._relay_failed(outcome, exc)
-        return True  # the daemon logs event=delivered
+        delivered(outcome, f"relay {self.options.relay_host}:{self.options.relay_port} to {to}")
+        return True
 
     def _relay_failed(self, outcome: FileOutcome, exc: Exception) -> bool:
         log.warning("result of %s not mailed, relay failed: %s", outcome.file_id, exc)
         return False
-
-
-def _fields(outcome: FileOutcome) -> dict[str, object]:
-    return {
-        "file_id": outcome.file_id,
-        "channel": outcome.channel,
-        "campaign": outcome.campaign,
-        "sender": outcome.meta.get("reply_to"),
-        "name": outcome.name,
-    }

@@ -14,10 +14,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
+from channels.names import is_supported_name, supported_list
+from channels.smtp_outbox import FILE_ID_HEADER
 from ingest.config import SmtpOptions
 from ingest.results import FileOutcome
 
-SUPPORTED_EXTENSIONS = (".csv", ".txt", ".xml", ".xlsx", ".gz", ".zip")
 RELAY_TIMEOUT = 30.0
 
 
@@ -42,11 +43,6 @@ def parse_mail(raw: bytes) -> EmailMessage:
     msg = message_from_bytes(raw, policy=policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
-
-
-def is_supported_name(name: str) -> bool:
-    """True when a file name ends in an extension returnsd can read (case-insensitive)."""
-    return name.lower().endswith(SUPPORTED_EXTENSIONS)
 
 
 def find_files(msg: Message) -> MailFiles:
@@ -111,7 +107,7 @@ def _reply(options: SmtpOptions, to: str, subject: str, in_reply_to: str | None)
 
 def _accepts(max_bytes: int) -> str:
     return (
-        f"Accepted attachments: {' '.join(SUPPORTED_EXTENSIONS)} (any case), or a text/csv "
+        f"Accepted attachments: {supported_list()} (any case), or a text/csv "
         f"part; at most {max_bytes:,} bytes each."
     )
 
@@ -154,21 +150,43 @@ def no_file_mail(
 
 
 def result_mail(options: SmtpOptions, outcome: FileOutcome, to: str) -> EmailMessage:
-    """The result of one file: receipt text in the body, result CSV and JSON summary attached."""
+    """The result of one file: counts in subject and body, result CSV and JSON summary attached."""
+    counts = _counts(outcome)
     subject = f"[returnsd] result for {outcome.name}: {outcome.status}"
+    if counts.get("lines") is not None:
+        subject += f", {counts.get('errors', 0)} of {counts['lines']} lines in error"
     msg = _reply(options, to, subject, outcome.meta.get("message_id"))
+    msg[FILE_ID_HEADER] = outcome.file_id
     body = outcome.receipt_text()
     if outcome.error_code:
         body += f"error: {outcome.error_code}: {outcome.error_message}\n"
+    body += "".join(_count_lines(counts))
     msg.set_content(body)
     csv = outcome.result_csv()
     if csv is not None:
         msg.add_attachment(csv, maintype="text", subtype="csv", filename=outcome.result_name)
-    summary = json.dumps(outcome.summary(), indent=2, sort_keys=True).encode()
+    summary = json.dumps(outcome.summary(), indent=2, sort_keys=True, default=str).encode()
     msg.add_attachment(
         summary, maintype="application", subtype="json", filename=outcome.summary_name
     )
     return msg
+
+
+def _counts(outcome: FileOutcome) -> dict[str, object]:
+    counts = outcome.counts or (outcome.summary_doc or {}).get("counts") or {}
+    return counts if isinstance(counts, dict) else {}
+
+
+def _count_lines(counts: dict[str, object]) -> list[str]:
+    if counts.get("lines") is None:
+        return []
+    lines = [
+        f"{key}: {counts.get(key, 0)}\n" for key in ("lines", "applied", "unchanged", "errors")
+    ]
+    by_code = counts.get("by_error_code")
+    if isinstance(by_code, dict) and by_code:
+        lines += ["errors by code:\n", *(f"  {c}: {n}\n" for c, n in by_code.items())]
+    return lines
 
 
 class Relay:

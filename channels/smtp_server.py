@@ -17,6 +17,8 @@ from typing import Any, cast
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from channels.connections import PerAddressCap
+from channels.intake import Intake, Refusal, RefusalKind, Sender
 from channels.smtp_mail import (
     Attachment,
     find_files,
@@ -28,14 +30,11 @@ from channels.smtp_mail import (
     sender_allowed,
 )
 from ingest.config import Campaign, Settings, SmtpOptions
-from ingest.errors import FileRejected, SpoolFull, Transient
-from ingest.events import file_event
-from ingest.passwords import hash_password, verify_password
-from ingest.spool import Spool
+from ingest.errors import Transient
+from ingest.passwords import verify_login
 
-log = logging.getLogger("returnsd.channels.smtp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
-CHANNEL = "smtp"
 Notify = Callable[[EmailMessage], None]
 
 
@@ -49,11 +48,11 @@ def _peer(session: Session) -> str | None:
 class SmtpHandler:
     """aiosmtpd handler: refuses unknown recipients and senders, spools attachments, answers."""
 
-    def __init__(self, settings: Settings, spool: Spool, pool: Executor, notify: Notify) -> None:
+    def __init__(self, settings: Settings, intake: Intake, pool: Executor, notify: Notify) -> None:
         assert settings.channels.smtp is not None
         self.options: SmtpOptions = settings.channels.smtp
         self.max_bytes = settings.limits.max_file_bytes
-        self.spool = spool
+        self.intake = intake
         self.pool = pool
         self.notify = notify
         self.campaigns = {c.smtp.address: c for c in settings.campaigns if c.smtp is not None}
@@ -65,26 +64,15 @@ class SmtpHandler:
         campaign = self.campaigns.get(address.lower())
         sender = envelope.mail_from
         if campaign is None or campaign.smtp is None:
-            file_event(
-                "refused",
-                channel=CHANNEL,
-                sender=sender,
-                peer=_peer(session),
-                name=address,
-                outcome="UNKNOWN_RECIPIENT",
+            self.intake.refused(
+                None, "UNKNOWN_RECIPIENT", sender=sender, peer=_peer(session), name=address
             )
             return "550 5.1.1 No such returns address here"
         if len(envelope.rcpt_tos) >= self.options.max_recipients:
             return "452 4.5.3 Too many recipients"
         if not sender_allowed(campaign.smtp.allow_senders, sender):
-            file_event(
-                "refused",
-                channel=CHANNEL,
-                campaign=campaign.id,
-                sender=sender,
-                peer=_peer(session),
-                outcome="SENDER_NOT_ALLOWED",
-            )
+            who = Sender(campaign.id, sender, _peer(session))
+            self.intake.refused(who, "SENDER_NOT_ALLOWED", name=address)
             return "550 5.7.1 This sender may not send to this address"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -102,9 +90,11 @@ class SmtpHandler:
         """Parse one message and spool its files; return the SMTP reply (runs in a worker)."""
         try:
             return self._process(raw, mail_from, rcpts, peer)
-        except SpoolFull:
-            log.warning("spool full: mail from %s refused with 452", mail_from)
-            return "452 4.3.1 Spool full, try again later"
+        except Refusal as exc:  # only transient refusals get here: the whole mail waits
+            log.warning("mail from %s refused for now: %s", mail_from, exc)
+            if exc.kind is RefusalKind.SPOOL_FULL:
+                return "452 4.3.1 Spool full, try again later"
+            return "451 4.3.0 Temporary failure, try again later"
         except Transient as exc:
             log.warning("mail from %s refused with 451: %s", mail_from, exc)
             return "451 4.3.0 Temporary failure, try again later"
@@ -119,13 +109,7 @@ class SmtpHandler:
             {self.campaigns[r.lower()].id: self.campaigns[r.lower()] for r in rcpts}.values()
         )
         if not all(self._header_from_allowed(msg, c) for c in campaigns):
-            file_event(
-                "refused",
-                channel=CHANNEL,
-                sender=mail_from,
-                peer=peer,
-                outcome="FROM_HEADER_NOT_ALLOWED",
-            )
+            self.intake.refused(None, "FROM_HEADER_NOT_ALLOWED", sender=mail_from, peer=peer)
             return "550 5.7.1 The From header names a sender not allowed for this address"
         found = find_files(msg)
         reply_to = mail_from or None
@@ -169,30 +153,13 @@ class SmtpHandler:
         meta: dict[str, Any],
         started: float,
     ) -> str:
-        fields: dict[str, Any] = {
-            "channel": CHANNEL,
-            "campaign": campaign.id,
-            "sender": mail_from,
-            "peer": peer,
-        }
+        who = Sender(campaign.id, mail_from, peer)
         try:
-            acc = self.spool.accept(
-                campaign.id, CHANNEL, att.name, att.data, sender=mail_from, peer=peer, meta=meta
-            )
-        except FileRejected as exc:
-            file_event("refused", **fields, name=att.name, size=len(att.data), outcome=exc.code)
+            acc = self.intake.accept(who, att.name, att.data, meta=meta, started=started)
+        except Refusal as exc:
+            if exc.kind.transient:
+                raise
             return f"{att.name}: NOT accepted: {exc.code}: {exc.message}"
-        seconds = time.monotonic() - started
-        event = "duplicate" if acc.duplicate else "received"
-        file_event(
-            event,
-            **fields,
-            file_id=acc.file_id,
-            name=acc.name,
-            size=acc.size,
-            seconds=seconds,
-            outcome=acc.status,
-        )
         where = f"campaign {campaign.id}"
         if acc.duplicate:
             return (
@@ -205,10 +172,9 @@ class SmtpHandler:
 class Authenticator:
     """Checks AUTH PLAIN/LOGIN against `channels.smtp.auth_users` (scrypt hashes)."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], intake: Intake) -> None:
         self.users = users
-        # Unknown users are checked against a throw-away hash so timing does not reveal them.
-        self._dummy = hash_password("not a password")
+        self.intake = intake
 
     def __call__(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -217,13 +183,9 @@ class Authenticator:
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = data.login.decode(errors="replace")
-        stored = self.users.get(user)
-        ok = verify_password(data.password.decode(errors="replace"), stored or self._dummy)
-        ok = ok and stored is not None
+        ok = verify_login(data.password.decode(errors="replace"), self.users.get(user))
         if not ok:
-            file_event(
-                "refused", channel=CHANNEL, sender=user, peer=_peer(session), outcome="AUTH_FAILED"
-            )
+            self.intake.refused(None, "AUTH_FAILED", sender=user, peer=_peer(session))
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
 
@@ -235,31 +197,28 @@ COMMAND_CALL_LIMIT = {"NOOP": 20, "HELP": 5, "VRFY": 5, "EXPN": 5, "RSET": 50, "
 class LimitedSMTP(SMTP):
     """aiosmtpd's SMTP session, refusing (421) connections over a per-address cap."""
 
-    def __init__(self, *args: Any, per_ip: int, counts: dict[str, int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cap: PerAddressCap, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._per_ip, self._counts, self._counted = per_ip, counts, ""
+        self._cap, self._counted = cap, ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Count the connection (once: STARTTLS calls this again); 421 over the cap."""
         if not self._counted:
             peer = transport.get_extra_info("peername") or ("?",)
             ip = str(peer[0])
-            if self._counts.get(ip, 0) >= self._per_ip:
+            if not self._cap.admit(ip):
                 cast(asyncio.WriteTransport, transport).write(
                     b"421 4.7.0 Too many connections from your address\r\n"
                 )
                 transport.close()
                 return
-            self._counts[ip] = self._counts.get(ip, 0) + 1
             self._counted = ip
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Release the connection's place under the cap."""
         if self._counted:
-            self._counts[self._counted] -= 1
-            if not self._counts[self._counted]:
-                del self._counts[self._counted]
+            self._cap.release(self._counted)
             self._counted = ""
         super().connection_lost(exc)
 
@@ -279,18 +238,15 @@ class PortController(Controller):
     def _trigger_server(self) -> None:
         if self._thread_exception is not None:
             raise self._thread_exception
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped
 
     def __init__(self, *args: Any, per_ip: int = 1_000_000, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._per_ip = per_ip
-        self._counts: dict[str, int] = {}  # only touched on the controller's event loop
+        self._cap = PerAddressCap(per_ip)  # only touched on the controller's event loop
 
     def factory(self) -> SMTP:
         """A session limited per address."""
-        return LimitedSMTP(
-            self.handler, per_ip=self._per_ip, counts=self._counts, **self.SMTP_kwargs
-        )
+        return LimitedSMTP(self.handler, cap=self._cap, **self.SMTP_kwargs)
 
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
         return self._bind()

@@ -201,11 +201,23 @@ def count_actions(store: Store, campaign_id: str | None = None) -> int:
         return int(conn.scalar(q) or 0)
 
 
+def _due(at: datetime) -> Any:
+    """PENDING or APPROVED actions whose lock date is at or before `at`."""
+    return t.actions.c.state.in_((PENDING, APPROVED)) & (t.actions.c.lock_at <= at)
+
+
+def count_due(store: Store, at: datetime) -> int:
+    """How many actions the lock job would lock as of `at`."""
+    due = _due(at)
+    with store.read() as conn:
+        return int(conn.scalar(select(func.count()).select_from(t.actions).where(due)) or 0)
+
+
 def lock_due(store: Store, at: datetime | None = None) -> int:
     """Lock every PENDING or APPROVED action whose lock date has passed; return how many."""
     at = at or datetime.now(UTC)
     a, h = t.actions.c, t.audit.c
-    due = (a.state.in_((PENDING, APPROVED))) & (a.lock_at <= at)
+    due = _due(at)
     with store.begin() as conn:
         copied = select(
             a.id, literal("scheduler"), literal("lock job"), literal("lock"), a.state,

@@ -3,217 +3,47 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError
 
+from ingest.campaign_config import (
+    Campaign,
+    EventType,
+    FtpAccount,
+    HttpAccount,
+    LockingRule,
+    PayoutRule,
+    PullSource,
+    SmtpAccount,
+)
+from ingest.config_types import Secret, Strict
 from ingest.errors import ConfigError
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-class Strict(BaseModel):
-    """Base model that rejects unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Secret(Strict):
-    """A secret read from a file or an environment variable, never written in the config."""
-
-    file: Path | None = None
-    env: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Secret:
-        if (self.file is None) == (self.env is None):
-            raise ValueError("give exactly one of 'file' or 'env'")
-        return self
-
-    def reveal(self) -> str:
-        """Return the secret's value (stripped of surrounding whitespace)."""
-        if self.file is not None:
-            try:
-                return self.file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
-        value = os.environ.get(self.env or "")
-        if value is None:
-            raise ConfigError(f"environment variable {self.env} is not set")
-        return value.strip()
-
-    def problem(self) -> str | None:
-        """Say why the secret cannot be read, or None when it can."""
-        try:
-            self.reveal()
-        except ConfigError as exc:
-            return str(exc)
-        return None
-
-    def __repr__(self) -> str:
-        return f"Secret(file={self.file!r}, env={self.env!r})"
-
-
-class PayoutRule(Strict):
-    """How a payout follows from the sale amount: a percentage or a fixed sum per action."""
-
-    type: Literal["percent", "fixed"]
-    value: Decimal = Field(ge=0)
-
-    @field_validator("value")
-    @classmethod
-    def _two_places(cls, v: Decimal) -> Decimal:
-        if v.as_tuple().exponent < -4:  # type: ignore[operator]
-            raise ValueError("at most 4 decimal places")
-        return v
-
-
-class LockingRule(Strict):
-    """When an action locks: `days` after the event, or `months` + `days` after its month ends."""
-
-    days: int = Field(ge=0, le=27)
-    months: int | None = Field(default=None, ge=0, le=12)
-
-
-class EventType(Strict):
-    """An action tracker of a campaign (impact's ActionTrackerId)."""
-
-    id: int = Field(ge=1)
-    name: str
-    kind: Literal["sale", "lead", "cpc"]
-    payout: PayoutRule
-    locking: LockingRule
-
-
-class FtpAccount(Strict):
-    """A campaign's login on the hosted FTP(S) server."""
-
-    login: str
-    password_hash: str | None = None
-    password_hash_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_hash(self) -> FtpAccount:
-        if (self.password_hash is None) == (self.password_hash_file is None):
-            raise ValueError("give exactly one of 'password_hash' or 'password_hash_file'")
-        return self
-
-    def hash(self) -> str:
-        """Return the stored password hash."""
-        if self.password_hash is not None:
-            return self.password_hash
-        assert self.password_hash_file is not None
-        return self.password_hash_file.read_text().strip()
-
-
-class SmtpAccount(Strict):
-    """A campaign's inbound mail address."""
-
-    address: str
-    allow_senders: list[str] = []
-
-    @field_validator("address")
-    @classmethod
-    def _lower(cls, v: str) -> str:
-        if "@" not in v:
-            raise ValueError("must be an e-mail address")
-        return v.lower()
-
-
-class HttpAccount(Strict):
-    """A campaign's bearer token for the HTTP API (a stored hash, or read from a secret)."""
-
-    token_hash: str | None = None
-    token: Secret | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> HttpAccount:
-        if (self.token_hash is None) == (self.token is None):
-            raise ValueError("give exactly one of 'token_hash' or 'token'")
-        return self
-
-
-class PullSource(Strict):
-    """A scheduled pull from the advertiser's own SFTP or FTP(S) server."""
-
-    url: str  # sftp://host:port/folder, ftp://host/folder, ftps://host/folder
-    user: str
-    password: Secret | None = None
-    private_key: Secret | None = None
-    host_key: str | None = None  # "ssh-ed25519 AAAA…" for SFTP; required for sftp://
-    pattern: str = "*"
-    schedule: str = "0 2 * * *"  # cron, in the campaign's time zone
-    after: str = "keep"  # keep | delete | move:<folder>
-    results_folder: str | None = None
-    timeout_seconds: float = Field(default=30, gt=0)
-    retries: int = Field(default=3, ge=0, le=10)
-
-    @field_validator("after")
-    @classmethod
-    def _after(cls, v: str) -> str:
-        if v not in ("keep", "delete") and not (v.startswith("move:") and len(v) > 5):
-            raise ValueError("must be keep, delete or move:<folder>")
-        return v
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        if not re.match(r"^(sftp|ftp|ftps)://[^/]+", v):
-            raise ValueError("must start with sftp://, ftp:// or ftps:// and name a host")
-        return v
-
-    @model_validator(mode="after")
-    def _auth(self) -> PullSource:
-        if self.password is None and self.private_key is None:
-            raise ValueError("give 'password' or 'private_key' (from a file or env)")
-        if self.url.startswith("sftp://") and not self.host_key:
-            raise ValueError(
-                "sftp pulls need a pinned 'host_key' (ssh-keyscan output: TYPE BASE64)"
-            )
-        return self
-
-
-class Campaign(Strict):
-    """A campaign: its event types, custom disposition codes and per-channel accounts."""
-
-    id: str
-    name: str
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    timezone: str
-    event_types: list[EventType]
-    disposition_codes: dict[str, Literal["modify", "reverse", "approve"]] = {}
-    ftp: FtpAccount | None = None
-    smtp: SmtpAccount | None = None
-    http: HttpAccount | None = None
-    pull: PullSource | None = None
-    dropdir: bool = True
-
-    @field_validator("id")
-    @classmethod
-    def _slug(cls, v: str) -> str:
-        if not SLUG.match(v):
-            raise ValueError("must be a slug: lower-case letters, digits, '-' or '_'")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
-
-    @property
-    def tz(self) -> ZoneInfo:
-        """The campaign's time zone."""
-        return ZoneInfo(self.timezone)
+__all__ = [
+    "Campaign",
+    "Channels",
+    "DropdirOptions",
+    "EventType",
+    "FtpAccount",
+    "FtpOptions",
+    "HttpAccount",
+    "HttpOptions",
+    "Limits",
+    "LockingRule",
+    "PayoutRule",
+    "PullOptions",
+    "PullSource",
+    "Secret",
+    "Settings",
+    "SmtpAccount",
+    "SmtpOptions",
+    "Strict",
+    "from_dict",
+    "load",
+]
 
 
 class Listen(Strict):
@@ -250,7 +80,7 @@ class SmtpOptions(Listen):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     require_starttls: bool = False
-    auth_users: dict[str, str] = {}  # user -> password hash
+    auth_users: dict[str, str] = Field(default_factory=dict)  # user -> password hash
     max_recipients: int = Field(default=20, ge=1)
     relay_host: str | None = None
     relay_port: int = 25
@@ -258,6 +88,8 @@ class SmtpOptions(Listen):
     relay_user: str | None = None
     relay_password: Secret | None = None
     from_address: str = "returns@returns.localhost"
+    outbox_dir: Path = Path("var/outbox")  # reply mails wait here while no relay is configured
+    outbox_flush_seconds: float = Field(default=60, gt=0)
     idle_timeout: int = Field(default=300, ge=1)  # seconds without a command (or all of DATA)
     max_connections_per_ip: int = Field(default=20, ge=1)
 
@@ -318,6 +150,7 @@ class Settings(Strict):
     lock_schedule: str = "*/15 * * * *"
     retention_schedule: str = "30 3 * * *"
     log_level: str = "INFO"
+    third_party_log_level: str = "WARNING"  # aiosmtpd, APScheduler, uvicorn, pyftpdlib, …
     limits: Limits = Limits()
     channels: Channels = Channels()
     campaigns: list[Campaign]
@@ -336,86 +169,12 @@ class Settings(Strict):
 
     def problems(self) -> list[str]:
         """Every cross-field problem of the configuration, all at once."""
-        return list(_problems(self))
+        from ingest.config_checks import problems_of
+
+        return list(problems_of(self))
 
 
-def _problems(s: Settings) -> Iterator[str]:
-    seen: dict[str, dict[str, str]] = {
-        "campaign": {},
-        "tracker": {},
-        "ftp login": {},
-        "address": {},
-    }
-
-    def once(kind: str, key: str, owner: str) -> Iterator[str]:
-        if key in seen[kind]:
-            yield f"{kind} {key!r} is used by both {seen[kind][key]} and {owner}"
-        seen[kind][key] = owner
-
-    for c in s.campaigns:
-        yield from once("campaign", c.id, f"campaign #{s.campaigns.index(c) + 1}")
-        for et in c.event_types:
-            yield from once("tracker", str(et.id), f"campaign {c.id}")
-        if c.ftp:
-            yield from once("ftp login", c.ftp.login, f"campaign {c.id}")
-            if c.ftp.password_hash_file and not s.path(c.ftp.password_hash_file).exists():
-                missing = c.ftp.password_hash_file
-                yield f"campaign {c.id}: ftp password_hash_file {missing} is missing"
-        if c.smtp:
-            yield from once("address", c.smtp.address, f"campaign {c.id}")
-        for name, secret in _secrets_of(c):
-            problem = secret.problem()
-            if problem:
-                yield f"campaign {c.id}: {name}: {problem}"
-    ports: dict[tuple[str, int], str] = {}
-    for name in ("ftp", "smtp", "http"):
-        ch = getattr(s.channels, name)
-        if ch is None or not ch.enabled or ch.port == 0:
-            continue
-        key = (ch.host, ch.port)
-        if key in ports:
-            yield f"channels {ports[key]} and {name} both listen on {ch.host}:{ch.port}"
-        ports[key] = name
-    for name in ("ftp", "smtp"):
-        ch = getattr(s.channels, name)
-        if ch is not None and (ch.tls_cert is None) != (ch.tls_key is None):
-            yield f"channels.{name}: give both tls_cert and tls_key, or neither"
-        if ch is not None and ch.tls_cert is not None:
-            for p in (ch.tls_cert, ch.tls_key):
-                if not s.path(p).exists():
-                    yield f"channels.{name}: {p} does not exist"
-    smtp = s.channels.smtp
-    if smtp and (smtp.require_starttls or smtp.auth_users) and not smtp.tls_cert:
-        yield "channels.smtp: require_starttls and auth_users need tls_cert and tls_key"
-    yield from _cron_problems(s)
-    ftp = s.channels.ftp
-    if ftp and ftp.passive_ports and ftp.passive_ports[0] > ftp.passive_ports[1]:
-        yield "channels.ftp.passive_ports: first port must not exceed the second"
-
-
-def _cron_problems(s: Settings) -> Iterator[str]:
-    from apscheduler.triggers.cron import CronTrigger
-
-    crons = [("lock_schedule", s.lock_schedule), ("retention_schedule", s.retention_schedule)]
-    crons += [(f"campaign {c.id}: pull.schedule", c.pull.schedule) for c in s.campaigns if c.pull]
-    for where, expr in crons:
-        try:
-            CronTrigger.from_crontab(expr)
-        except ValueError as exc:
-            yield f"{where}: {expr!r} is not a cron expression ({exc})"
-
-
-def _secrets_of(c: Campaign) -> Iterator[tuple[str, Secret]]:
-    if c.http and c.http.token:
-        yield "http.token", c.http.token
-    if c.pull:
-        if c.pull.password:
-            yield "pull.password", c.pull.password
-        if c.pull.private_key:
-            yield "pull.private_key", c.pull.private_key
-
-
-def _resolve_secret_paths(raw: dict, base: Path) -> None:
+def _resolve_secret_paths(raw: object, base: Path) -> None:
     """Make relative secret/key file paths relative to the config file's folder."""
     if isinstance(raw, dict):
         for key, value in raw.items():
@@ -429,9 +188,6 @@ def _resolve_secret_paths(raw: dict, base: Path) -> None:
     elif isinstance(raw, list):
         for item in raw:
             _resolve_secret_paths(item, base)
-
-
-Raw = Annotated[dict, "raw yaml"]
 
 
 def load(path: Path | str) -> Settings:
@@ -458,7 +214,9 @@ def from_dict(raw: object, base_dir: Path, source: str = "config") -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [_field_error(e) for e in exc.errors()]
+        partial = _valid_part(raw, exc)
+        lines += [f"  {p}" for p in (partial.problems() if partial else [])]
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
     problems = settings.problems()
     if problems:
@@ -466,3 +224,39 @@ def from_dict(raw: object, base_dir: Path, source: str = "config") -> Settings:
             f"{source}: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems)
         )
     return settings
+
+
+def _field_error(error: Any) -> str:
+    return f"  {'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+
+
+def _valid_part(raw: dict[str, Any], exc: ValidationError) -> Settings | None:
+    """The configuration without its invalid parts, so cross-field checks can still report."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    part = {k: v for k, v in raw.items() if k not in bad}
+    if isinstance(raw.get("campaigns"), list):
+        pruned = (_pruned(Campaign, c) for c in raw["campaigns"])
+        part["campaigns"] = [c for c in pruned if c is not None]
+    if isinstance(raw.get("channels"), dict):
+        part["channels"] = _pruned(Channels, raw["channels"]) or {}
+    try:
+        return Settings.model_validate(part)
+    except ValidationError:
+        return None
+
+
+def _pruned(model: type[Strict], value: object) -> dict[str, Any] | None:
+    """`value` without the keys that fail `model`'s validation, or None if it cannot validate."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        model.model_validate(value)
+        return value
+    except ValidationError as exc:
+        bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+    kept = {k: v for k, v in value.items() if k not in bad}
+    try:
+        model.model_validate(kept)
+    except ValidationError:
+        return None
+    return kept

@@ -1,18 +1,51 @@
-"""The exception tree: one root; Transient errors are retried, Terminal ones are not."""
+"""The exception tree: one root; Transient errors are retried, Terminal ones are not.
+
+The root, its two branches, `FileRejected` and the file-level codes a reader raises are defined in
+`parsers.errors` (the lowest layer, so parsers import nothing from ingest) and re-exported here:
+`ingest.errors.FileRejected is parsers.errors.FileRejected`, so `except FileRejected` and
+`isinstance(exc, Terminal)` hold for a parser's error anywhere. The errors only ingest and the
+layers above raise are added below, under the same root.
+"""
 
 from __future__ import annotations
 
+from parsers.errors import (
+    CORRUPT_ARCHIVE,
+    DUPLICATE_COLUMN,
+    EMPTY_FILE,
+    ENCRYPTED,
+    NO_HEADER,
+    NO_IDENTIFIER_COLUMN,
+    TOO_LARGE,
+    TOO_MANY_ROWS,
+    UNREADABLE,
+    UNSUPPORTED_FORMAT,
+    FileRejected,
+    ReturnsdError,
+    Terminal,
+    Transient,
+)
 
-class ReturnsdError(Exception):
-    """Root of every error returnsd raises on purpose."""
-
-
-class Transient(ReturnsdError):
-    """A failure that may pass if the same work is tried again later."""
-
-
-class Terminal(ReturnsdError):
-    """A failure that trying again will not fix."""
+__all__ = [
+    "CORRUPT_ARCHIVE",
+    "DUPLICATE_COLUMN",
+    "EMPTY_FILE",
+    "ENCRYPTED",
+    "NO_HEADER",
+    "NO_IDENTIFIER_COLUMN",
+    "RESERVED_NAME",
+    "TOO_LARGE",
+    "TOO_MANY_ROWS",
+    "UNREADABLE",
+    "UNSUPPORTED_FORMAT",
+    "ConfigError",
+    "FileRejected",
+    "ReturnsdError",
+    "SpoolFull",
+    "Terminal",
+    "Transient",
+    "UnknownCampaign",
+]
 
 
 class ConfigError(Terminal):
@@ -27,24 +60,5 @@ class SpoolFull(Transient):
     """The spool's file system has no room; the sender should try again later."""
 
 
-class FileRejected(Terminal):
-    """A file-level failure: nothing in the file is applied."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-# File-level failure codes (SPEC §3); the message always says what to fix.
-UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
-UNREADABLE = "UNREADABLE"
-EMPTY_FILE = "EMPTY_FILE"
-NO_HEADER = "NO_HEADER"
-NO_IDENTIFIER_COLUMN = "NO_IDENTIFIER_COLUMN"
-DUPLICATE_COLUMN = "DUPLICATE_COLUMN"
-TOO_LARGE = "TOO_LARGE"
-TOO_MANY_ROWS = "TOO_MANY_ROWS"
-ENCRYPTED = "ENCRYPTED"
-CORRUPT_ARCHIVE = "CORRUPT_ARCHIVE"
+# A name reserved for what returnsd writes back (receipt_*, result_*); refused at intake.
 RESERVED_NAME = "RESERVED_NAME"

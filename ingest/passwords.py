@@ -9,6 +9,11 @@ import secrets
 
 N, R, P = 2**14, 8, 1
 PREFIX = "scrypt"
+# The hash of a random password nobody knows: checking an unknown login against it costs the same
+# scrypt run as a known one, so the time of the answer does not tell which logins exist.
+DUMMY_HASH = (
+    "scrypt$16384$8$1$5NpZ9PkA8VakCBG9kAug5w==$pztR/KP+cFbQOZAtMW/2n1/kAQVBDVB9oy2Hs7NADCQ="
+)
 
 
 def hash_password(password: str) -> str:
@@ -36,6 +41,11 @@ def verify_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def verify_login(password: str, stored: str | None) -> bool:
+    """True when the login exists (`stored` is its hash) and the password matches; same cost."""
+    return verify_password(password, stored or DUMMY_HASH) and stored is not None
 
 
 def _b64(raw: bytes) -> str:

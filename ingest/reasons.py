@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE, OPS
-from parsers.canonical import REASON_CODES
+from parsers.reasons import REASON_CODES
 
 EFFECTS = {"modify": OP_MODIFY, "reverse": OP_REVERSE, "approve": OP_APPROVE}
 STANDARD = {"RESET": OP_RESET, "APPROVED": OP_APPROVE}

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 
 from ingest import tables as t
 from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
+from parsers.readers import SUPPORTED_SUFFIXES
 
 # The input's own columns come first, unchanged; the action a line resolved to has its own name so
 # that a result can be fixed and sent again as a returns file (its ActionId column is the input's).
@@ -31,10 +32,26 @@ RESULT_COLUMNS = (
 )
 
 
-def reply_name(prefix: str, name: str, ext: str) -> str:
-    """Name of a reply file: `result_returns.csv` for `returns.csv`, `receipt_returns.txt`, …"""
-    stem = name[:-4] if name.lower().endswith(".csv") else name
-    return f"{prefix}{stem}{ext}"
+def reply_name(prefix: str, name: str, ext: str, file_id: str | None = None) -> str:
+    """Name of a reply: `result_returns.csv` for `returns.xlsx`, `receipt_returns.txt`, …
+
+    The uploaded name's file-type extensions are replaced (`returns.csv.gz` → `result_returns.csv`,
+    never `result_returns.csv.gz.csv`); with `file_id` the id is part of the name
+    (`result_returns_<file id>.csv`), so two uploads of one name keep their own replies.
+    """
+    stem = reply_stem(name)
+    return f"{prefix}{stem}_{file_id}{ext}" if file_id else f"{prefix}{stem}{ext}"
+
+
+def reply_stem(name: str) -> str:
+    """`name` without its (at most two) file-type extensions: `returns.csv.gz` → `returns`."""
+    stem = name
+    for _ in range(2):
+        base, dot, suffix = stem.rpartition(".")
+        if not dot or not base or "." + suffix.lower() not in SUPPORTED_SUFFIXES:
+            break
+        stem = base
+    return stem
 
 
 @dataclass(frozen=True)
@@ -149,16 +166,18 @@ class ResultStore:
         return _to_outcome(row) if row else None
 
     def recent(
-        self, campaign: str | None = None, status: str | None = None, limit: int = 50
+        self, campaign: str | None = None, status: str | None = None, limit: int | None = 50
     ) -> list[FileOutcome]:
-        """The newest files, optionally of one campaign or status."""
-        q = _outcome_query().order_by(t.files.c.id.desc()).limit(limit)
-        if campaign:
-            q = q.where(t.files.c.campaign_id == campaign)
-        if status:
-            q = q.where(t.files.c.status == status)
+        """The newest files, optionally of one campaign or status (all when limit=None)."""
+        q = _filtered(_outcome_query().order_by(t.files.c.id.desc()).limit(limit), campaign, status)
         with self.store.read() as conn:
             return [_to_outcome(r) for r in conn.execute(q)]
+
+    def count(self, campaign: str | None = None, status: str | None = None) -> int:
+        """How many files `recent` would list without a limit."""
+        q = _filtered(select(func.count()).select_from(t.files), campaign, status)
+        with self.store.read() as conn:
+            return int(conn.scalar(q) or 0)
 
     def undelivered(self, channels: set[str], limit: int = 100) -> list[FileOutcome]:
         """Finished files of these channels whose result has not been given back yet."""
@@ -178,6 +197,14 @@ class ResultStore:
     def mark_delivered(self, file_id: str) -> None:
         """Record that the sender got the result."""
         FileLifecycle(self.store).deliver(file_id)
+
+
+def _filtered(q: Any, campaign: str | None, status: str | None) -> Any:
+    if campaign:
+        q = q.where(t.files.c.campaign_id == campaign)
+    if status:
+        q = q.where(t.files.c.status == status)
+    return q
 
 
 def _outcome_query() -> Any:

@@ -13,22 +13,35 @@ from sqlalchemy.exc import SQLAlchemyError as SQLAlchemyError
 
 from ingest import tables as t
 from ingest.config import Settings
-from ingest.errors import Transient
+from ingest.errors import ConfigError, Transient
 from ingest.sql import adapter_for
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class NoDatabase(ConfigError):
+    """A command that only reads found no database, or one without the current schema."""
+
+
+def sqlite_path(url: str, base_dir: Path | None = None) -> Path | None:
+    """The file of an SQLite URL (relative ones against `base_dir`), or None for other URLs."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///")
+    if not path or path == ":memory:":
+        return None
+    if not url.startswith("sqlite:////") and base_dir is not None:
+        return (base_dir / path).resolve()
+    return Path(path)
+
+
 def make_engine(url: str, base_dir: Path | None = None, *, writer: bool = True) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout, its folder, and IMMEDIATE writes."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and base_dir is not None:
-        rel = url.removeprefix("sqlite:///")
-        if rel and rel != ":memory:":
-            url = "sqlite:///" + str((base_dir / rel).resolve())
+    path = sqlite_path(url, base_dir)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
     if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin if writer else _sqlite_read_begin)
@@ -101,16 +114,23 @@ class Store:
         except OperationalError as exc:
             raise Transient(f"database unavailable: {exc.orig}") from exc
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration."""
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Bring the schema to the newest migration; return the revisions before and after."""
         from alembic import command
-        from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        before = self.revision()
+        cfg = _alembic_config()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        return before, self.revision()
+
+    def revision(self) -> str | None:
+        """The schema's current migration, or None for a database returnsd never migrated."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def sync_campaigns(self, settings: Settings) -> None:
         """Insert or update campaigns and event types from the config."""
@@ -148,6 +168,42 @@ class Store:
         """Close every pooled connection."""
         self.engine.dispose()
         self.reader.dispose()
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration this returnsd ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def open_existing(settings: Settings) -> Store:
+    """Open a database that exists with the current schema; never create one (read-only use)."""
+    path = sqlite_path(settings.database_url, settings.base_dir)
+    hint = "check database_url / RETURNSD_DATABASE_URL, or create it with `returnsd db upgrade`"
+    if path is not None and not path.exists():
+        raise NoDatabase(f"database {path} does not exist ({hint})")
+    store = Store.open(settings)
+    try:
+        current = store.revision()
+    except OperationalError as exc:
+        raise Transient(f"database unavailable: {exc.orig}") from exc
+    if current is None:
+        raise NoDatabase(f"the database holds no returnsd schema ({hint})")
+    if current != head_revision():
+        raise NoDatabase(
+            f"the database schema is at {current}, this returnsd needs {head_revision()}: "
+            "run `returnsd db upgrade`"
+        )
+    return store
 
 
 def prepare(settings: Settings) -> Store:

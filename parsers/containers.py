@@ -22,8 +22,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
-from ingest.errors import CORRUPT_ARCHIVE, ENCRYPTED, TOO_LARGE, UNSUPPORTED_FORMAT, FileRejected
 from parsers.base import ParseLimits, RawTable
+from parsers.errors import CORRUPT_ARCHIVE, ENCRYPTED, TOO_LARGE, UNSUPPORTED_FORMAT, FileRejected
 
 ReadInner = Callable[[str, bytes], RawTable]
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import PurePosixPath
 
-from ingest.errors import EMPTY_FILE, ENCRYPTED, UNSUPPORTED_FORMAT, FileRejected
 from parsers.base import ParseLimits, RawTable
 from parsers.containers import nested_message, open_zip, read_gzip, read_zip
 from parsers.csvfile import read_csv
+from parsers.errors import EMPTY_FILE, ENCRYPTED, UNSUPPORTED_FORMAT, FileRejected
 from parsers.xlsxfile import read_xlsx
 from parsers.xmlfile import read_xml
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ingest import tables as t
 from ingest.config import Settings
@@ -137,19 +137,38 @@ def _action_doc(r: Any) -> dict[str, Any]:
     }
 
 
-def list_actions(
-    store: Store, campaign_id: str | None, state: str | None, order_id: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """Actions matching the filters, as export-shaped dicts."""
-    q = select(t.actions).order_by(t.actions.c.id).limit(limit)
+def _listed(q: Any, campaign_id: str | None, state: str | None, order_id: str | None) -> Any:
     if campaign_id:
         q = q.where(t.actions.c.campaign_id == campaign_id)
     if state:
         q = q.where(t.actions.c.state == state.upper())
     if order_id:
         q = q.where(t.actions.c.order_id == order_id)
+    return q
+
+
+def list_actions(
+    store: Store,
+    campaign_id: str | None,
+    state: str | None,
+    order_id: str | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """Actions matching the filters in id order, as export-shaped dicts (all when limit=None)."""
+    q = _listed(
+        select(t.actions).order_by(t.actions.c.id).limit(limit), campaign_id, state, order_id
+    )
     with store.read() as conn:
         return [_action_doc(r) for r in conn.execute(q)]
+
+
+def count_listed(
+    store: Store, campaign_id: str | None, state: str | None, order_id: str | None
+) -> int:
+    """How many actions match the filters of `list_actions`."""
+    q = _listed(select(func.count()).select_from(t.actions), campaign_id, state, order_id)
+    with store.read() as conn:
+        return int(conn.scalar(q) or 0)
 
 
 def campaign_of(store: Store, action_id: str) -> str | None:

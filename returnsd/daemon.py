@@ -6,12 +6,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from channels.base import Channel, ChannelContext
+from channels.registry import CHANNELS, pull_channel
 from ingest.config import Settings
 from ingest.errors import Transient
-from ingest.events import file_event
 from ingest.results import FileOutcome, ResultStore
 from ingest.retention import sweep_orphans
 from ingest.spool import Spool
@@ -19,50 +21,6 @@ from ingest.store import Store
 from ingest.worker import Worker
 
 log = logging.getLogger("returnsd.daemon")
-
-
-def _ftp(ctx: Any) -> Any:
-    from channels.ftp import FtpChannel
-
-    opts = ctx.settings.channels.ftp
-    return FtpChannel(
-        ctx, login_delay=opts.failed_login_delay, close_grace=opts.close_grace, workers=opts.workers
-    )
-
-
-def _smtp(ctx: Any) -> Any:
-    from channels.smtp import SmtpChannel
-
-    return SmtpChannel(ctx)
-
-
-def _http(ctx: Any) -> Any:
-    from channels.http_api import HttpApiChannel
-
-    return HttpApiChannel(ctx)
-
-
-def _dropdir(ctx: Any) -> Any:
-    from channels.dropdir import DropdirChannel
-
-    return DropdirChannel(ctx)
-
-
-def _pull(ctx: Any) -> Any:
-    from channels.sftp_pull import PullChannel
-    from ingest.pulled import PullLedger
-
-    return PullChannel(ctx, PullLedger(ctx.spool.store))
-
-
-# The channel registry: config key → factory. Explicit, in start order.
-CHANNELS: dict[str, Callable[[Any], Any]] = {
-    "dropdir": _dropdir,
-    "pull": _pull,
-    "http": _http,
-    "smtp": _smtp,
-    "ftp": _ftp,
-}
 
 
 def enabled_channels(settings: Settings) -> list[str]:
@@ -78,16 +36,14 @@ def enabled_channels(settings: Settings) -> list[str]:
     return names
 
 
-def channel_context(settings: Settings, store: Store) -> Any:
+def channel_context(settings: Settings, store: Store) -> ChannelContext:
     """What every channel gets: config, spool and result store."""
-    from channels.base import ChannelContext
-
     return ChannelContext(settings, Spool(settings, store), ResultStore(store))
 
 
 def run_pull(settings: Settings, store: Store, campaign_id: str) -> Any:
     """Run one campaign's pull now (the CLI's `returnsd pull`); return the report."""
-    return _pull(channel_context(settings, store)).pull(campaign_id)
+    return pull_channel(channel_context(settings, store)).pull(campaign_id)
 
 
 class Daemon:
@@ -96,11 +52,11 @@ class Daemon:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.ctx = channel_context(settings, store)
+        self.ctx = replace(channel_context(settings, store), running=lambda: list(self.channels))
         self.results = self.ctx.results
         self.stopping = threading.Event()
         self.delivery_wake = threading.Event()
-        self.channels: dict[str, Any] = {}
+        self.channels: dict[str, Channel] = {}
         self.workers = [
             Worker(settings, store, on_finished=lambda _id: self.delivery_wake.set())
             for _ in range(settings.workers)
@@ -161,8 +117,10 @@ class Daemon:
         log.info("retention: %d files purged", purge(self.settings, self.store))
 
     def _pull_now(self, campaign_id: str) -> Any:
+        from channels.pull import PullChannel
+
         channel = self.channels.get("pull")
-        if channel is None:
+        if not isinstance(channel, PullChannel):
             return None
         report = channel.pull(campaign_id)
         if getattr(report, "errors", None):
@@ -196,17 +154,7 @@ class Daemon:
         except Exception:
             log.exception("delivering %s through %s failed", outcome.file_id, outcome.channel)
             return False
-        if ok:
-            file_event(
-                "delivered",
-                file_id=outcome.file_id,
-                channel=outcome.channel,
-                campaign=outcome.campaign,
-                sender=outcome.sender,
-                name=outcome.name,
-                outcome=outcome.status,
-            )
-        return ok
+        return ok  # the channel logged what it did (delivered, outbox, …)
 
     def stop(self) -> None:
         """Stop accepting, finish the file in hand, stop in reverse order."""

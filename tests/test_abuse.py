@@ -763,6 +763,30 @@ def test_http_headers_trickled_past_the_deadline_are_cut_off(
         assert post(client, "after.csv").status_code == 202
 
 
+def test_http_over_the_per_address_cap_gets_503_never_a_reset(
+    make_settings: Callable[..., Settings], rigs: list[Rig]
+) -> None:
+    settings = make_settings(
+        channels={"http": {"host": "127.0.0.1", "port": 0, "max_connections_per_ip": 4}},
+        campaigns=[campaign_dict(http={"token_hash": TOKEN_HASH})],
+    )
+    rig = Rig(settings, HttpApiChannel)
+    rigs.append(rig)
+    rig.channel.start()
+    with contextlib.ExitStack() as stack:
+        for _ in range(4):  # the address's whole allowance, held open
+            stack.enter_context(connect_from(ATTACKER, rig.channel.port))
+        time.sleep(0.2)
+        body = CSV * 2000  # a body still being sent when the answer comes
+        with http_client(rig, ATTACKER) as client:
+            for _ in range(5):
+                r = post(client, "r.csv", body, Connection="close")
+                assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+                assert r.json()["code"] == "TOO_MANY_CONNECTIONS"
+    with http_client(rig, ATTACKER) as client:  # the held connections are gone: room again
+        assert post(client, "r.csv").status_code == 202
+
+
 # --- secrets never in logs (the scan itself: tests/secrets_scan.py)
 
 

@@ -122,7 +122,7 @@ def test_slow_writer_is_taken_once_when_complete(
     files = h.files()
     assert [f.name for f in files] == ["slow.csv"]
     assert h.spooled_bytes(files[0]) == b"".join(chunks)
-    receipt = (h.drop / "results" / "receipt_slow.txt").read_text()
+    receipt = (h.drop / "results" / f"receipt_slow_{files[0].file_id}.txt").read_text()
     assert f"file_id: {files[0].file_id}" in receipt and "status: QUEUED" in receipt
     assert "event=received" in caplog.text and "channel=dropdir" in caplog.text
 
@@ -163,10 +163,10 @@ def test_file_present_before_start_is_taken(harness: Callable[..., Harness]) -> 
     assert h.files()[0].name == "early.csv"
 
 
-def test_reserved_and_temporary_names_are_left_alone(harness: Callable[..., Harness]) -> None:
+def test_temporary_names_are_left_alone(harness: Callable[..., Harness]) -> None:
     h = harness()
     h.start()
-    ignored = ["result_x.csv", "receipt_x.txt", ".hidden.csv", "a.csv.part", "b.filepart", "c~"]
+    ignored = [".hidden.csv", "a.csv.part", "b.filepart", "c~"]
     for n, name in enumerate(ignored):
         (h.drop / name).write_bytes(CSV + str(n).encode())
     (h.drop / "results" / "inside.csv").write_bytes(CSV + b"results")
@@ -184,9 +184,11 @@ def test_same_bytes_again_is_a_duplicate_not_a_new_file(harness: Callable[..., H
     (h.drop / "a.csv").write_bytes(CSV)
     wait_for(lambda: not (h.drop / "a.csv").exists())
     (h.drop / "again.csv").write_bytes(CSV)
-    wait_for(lambda: (h.drop / "results" / "receipt_again.txt").exists())
+    [f] = h.files()
+    receipt = h.drop / "results" / f"receipt_again_{f.file_id}.txt"
+    wait_for(receipt.exists)
     assert [f.name for f in h.files()] == ["a.csv"]  # still queued: the same file id
-    assert f"file_id: {h.files()[0].file_id}" in (h.drop / "results/receipt_again.txt").read_text()
+    assert f"file_id: {f.file_id}" in receipt.read_text()
 
 
 def test_too_large_is_moved_aside_with_a_receipt(harness: Callable[..., Harness]) -> None:
@@ -197,6 +199,24 @@ def test_too_large_is_moved_aside_with_a_receipt(harness: Callable[..., Harness]
     assert (h.drop / "results" / "rejected_big.csv").read_bytes() == CSV
     assert "TOO_LARGE" in (h.drop / "results" / "receipt_big.txt").read_text()
     assert h.files() == []
+
+
+def test_reserved_names_are_refused_moved_aside_and_logged(
+    harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="returnsd.files")
+    h = harness(stable_seconds=0.2)
+    h.start()
+    for name in ("result_x.csv", "receipt_x.txt"):
+        (h.drop / name).write_bytes(CSV)
+    for name in ("result_x.csv", "receipt_x.txt"):
+        wait_for(lambda name=name: not (h.drop / name).exists())  # type: ignore[misc]
+        assert (h.drop / "results" / f"rejected_{name}").read_bytes() == CSV
+    receipt = (h.drop / "results" / "receipt_result_x.txt").read_text()
+    assert "error_code: RESERVED_NAME" in receipt and "status: REJECTED" in receipt
+    assert h.files() == []
+    refused = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+    assert any("name=result_x.csv" in r and "outcome=RESERVED_NAME" in r for r in refused)
 
 
 def test_deliver_writes_result_csv_and_json(
@@ -215,8 +235,8 @@ def test_deliver_writes_result_csv_and_json(
     )  # fmt: skip
     assert h.channel.deliver(outcome) is True
     out = h.drop / "results"
-    assert (out / "result_returns.csv").read_bytes() == result
-    summary = json.loads((out / "result_returns.json").read_text())
+    assert (out / "result_returns_f1.csv").read_bytes() == result
+    summary = json.loads((out / "result_returns_f1.json").read_text())
     assert summary["file_id"] == "f1" and summary["status"] == "COMPLETE"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
@@ -243,7 +263,8 @@ def test_end_to_end_drop_process_deliver(harness: Callable[..., Harness], tmp_pa
     outcome = h.results.outcome(h.files()[0].file_id)
     assert outcome is not None and outcome.status == "COMPLETE"
     assert h.channel.deliver(outcome) is True
-    text = (h.drop / "results" / "result_returns.csv").read_text()
+    fid = outcome.file_id
+    text = (h.drop / "results" / f"result_returns_{fid}.csv").read_text()
     header, *body = list(csv.reader(io.StringIO(text)))
     rows = [dict(zip(header, row, strict=True)) for row in body]  # last ActionId: the resolved one
     assert [(row[0], r["Status"]) for row, r in zip(body, rows, strict=True)] == [
@@ -254,7 +275,7 @@ def test_end_to_end_drop_process_deliver(harness: Callable[..., Harness], tmp_pa
     assert rows[0]["NewAmount"] == "60.00" and rows[0]["NewPayout"] == "6.00"
     assert rows[1]["State"] == "REVERSED"
     assert rows[2]["ErrorCode"] == "ACTION_NOT_FOUND"
-    summary = json.loads((h.drop / "results" / "result_returns.json").read_text())
+    summary = json.loads((h.drop / "results" / f"result_returns_{fid}.json").read_text())
     assert summary["status"] == "COMPLETE" and summary["channel"] == "dropdir"
 
 

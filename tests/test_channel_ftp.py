@@ -8,6 +8,7 @@ import datetime as dt
 import ftplib
 import io
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -159,7 +160,7 @@ def test_ftplib_upload_is_spooled_with_a_receipt(ftpd: Callable[..., Ftpd]) -> N
     assert f.sender == LOGIN and f.peer == "127.0.0.1" and f.size == len(CSV)
     assert f.file_id in reply
     assert ftp.nlst() == ["results"]  # the drop box is clean again
-    receipt = retr(ftp, "results/receipt_returns.txt").decode()
+    receipt = retr(ftp, f"results/receipt_returns_{f.file_id}.txt").decode()
     assert f"file_id: {f.file_id}" in receipt and "status: QUEUED" in receipt
     ftp.quit()
 
@@ -186,7 +187,7 @@ def test_part_upload_counts_once_renamed(ftpd: Callable[..., Ftpd]) -> None:
     [f] = d.files()
     assert f.name == "x.csv" and f.status == "QUEUED"
     assert d.root_names() == ["results"]
-    assert "receipt_x.txt" in ftp.nlst("results")
+    assert f"receipt_x_{f.file_id}.txt" in ftp.nlst("results")
     ftp.storbinary("STOR .y.csv", io.BytesIO(b"other bytes\n"))  # dotfile: also temporary
     assert len(d.files()) == 1
     ftp.quit()
@@ -540,17 +541,17 @@ def test_deliver_writes_results_the_user_can_read(
     assert d.channel.deliver(failed) is True
     ftp = d.client()
     assert sorted(ftp.nlst("results")) == [
-        "result_bad.xml.json",
-        "result_returns.csv",
-        "result_returns.json",
+        "result_bad_f2.json",
+        "result_returns_f1.csv",
+        "result_returns_f1.json",
     ]
-    assert retr(ftp, "results/result_returns.csv") == result
-    assert json.loads(retr(ftp, "results/result_returns.json"))["status"] == "COMPLETE"
-    assert json.loads(retr(ftp, "results/result_bad.xml.json"))["error"]["code"] == "UNREADABLE"
-    ftp.delete("results/result_returns.csv")  # the user may clean up
-    assert "result_returns.csv" not in ftp.nlst("results")
+    assert retr(ftp, "results/result_returns_f1.csv") == result
+    assert json.loads(retr(ftp, "results/result_returns_f1.json"))["status"] == "COMPLETE"
+    assert json.loads(retr(ftp, "results/result_bad_f2.json"))["error"]["code"] == "UNREADABLE"
+    ftp.delete("results/result_returns_f1.csv")  # the user may clean up
+    assert "result_returns_f1.csv" not in ftp.nlst("results")
     with pytest.raises(ftplib.error_perm):
-        ftp.rename("results/result_returns.json", "results/other.json")
+        ftp.rename("results/result_returns_f1.json", "results/other.json")
     assert list((d.home.parent / ".tmp").iterdir()) == []
 
 
@@ -574,13 +575,65 @@ def test_end_to_end_upload_process_deliver(ftpd: Callable[..., Ftpd], tmp_path: 
     outcome = d.results.outcome(d.files()[0].file_id)
     assert outcome is not None and outcome.status == "COMPLETE"
     assert d.channel.deliver(outcome) is True
-    rows = list(csv.DictReader(io.StringIO(retr(ftp, "results/result_returns.csv").decode())))
+    fid = outcome.file_id
+    rows = list(
+        csv.DictReader(io.StringIO(retr(ftp, f"results/result_returns_{fid}.csv").decode()))
+    )
     assert [r["Status"] for r in rows] == ["APPLIED", "APPLIED", "ERROR"]
     assert rows[0]["NewAmount"] == "60.00" and rows[1]["State"] == "REVERSED"
     assert rows[2]["ErrorCode"] == "ACTION_NOT_FOUND"
-    summary = json.loads(retr(ftp, "results/result_returns.json"))
+    summary = json.loads(retr(ftp, f"results/result_returns_{fid}.json"))
     assert summary["status"] == "COMPLETE" and summary["channel"] == "ftp"
     ftp.quit()
+
+
+def test_results_of_same_named_uploads_never_collide(ftpd: Callable[..., Ftpd]) -> None:
+    from ingest.worker import Worker
+
+    d = ftpd()
+    ftp = d.client()
+    first, second = CSV, b"ActionId,Amount,Reason\nA9,0,OTHER\n"
+    for body in (first, second, first):  # two different files named returns.csv, then a resend
+        assert ftp.storbinary("STOR returns.csv", io.BytesIO(body)).startswith("226")
+        Worker(d.settings, d.store).drain()
+    files = sorted(d.files(), key=lambda f: f.file_id)
+    assert [f.status for f in files].count("DUPLICATE") == 1
+    for f in files:
+        outcome = d.results.outcome(f.file_id)
+        assert outcome is not None and d.channel.deliver(outcome) is True
+    names = set(ftp.nlst("results"))
+    for f in files:
+        assert f"receipt_returns_{f.file_id}.txt" in names
+        summary = json.loads(retr(ftp, f"results/result_returns_{f.file_id}.json"))
+        assert summary["file_id"] == f.file_id and summary["status"] == f.status
+        has_csv = f"result_returns_{f.file_id}.csv" in names
+        assert has_csv == (f.status != "DUPLICATE")
+    ftp.quit()
+
+
+def test_reply_names_replace_the_real_extension(ftpd: Callable[..., Ftpd]) -> None:
+    import gzip
+
+    d = ftpd()
+    ftp = d.client()
+    ftp.storbinary("STOR returns_gz.csv.gz", io.BytesIO(gzip.compress(CSV)))
+    [f] = d.files()
+    assert ftp.nlst("results") == [f"receipt_returns_gz_{f.file_id}.txt"]
+    ftp.quit()
+
+
+def test_failed_login_logs_refused(
+    ftpd: Callable[..., Ftpd], caplog: pytest.LogCaptureFixture
+) -> None:
+    d = ftpd()
+    caplog.set_level(logging.INFO, logger="returnsd.files")
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", d.channel.port, timeout=10)
+    with pytest.raises(ftplib.error_perm):
+        ftp.login(LOGIN, "wrong password")
+    ftp.close()
+    lines = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+    assert any("outcome=AUTH_FAILED" in line and f"sender={LOGIN}" in line for line in lines)
 
 
 # --- lifecycle

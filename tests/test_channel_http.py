@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -278,8 +279,40 @@ def test_openapi_docs_and_health(api: tuple[Harness, httpx.Client]) -> None:
     assert {"text/csv", "multipart/form-data"} <= set(upload["requestBody"]["content"])
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
     assert "/v1/files/{file_id}/result" in doc["paths"]
-    assert client.get("/docs").status_code == 200
-    assert client.get("/healthz").json() == {"status": "ok"}
+    status = doc["paths"]["/v1/files/{file_id}"]["get"]["responses"]["200"]["content"]
+    ref = status["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert {"file_id", "status", "counts"} <= set(doc["components"]["schemas"][ref]["properties"])
+    assert "get" in doc["paths"]["/v1/campaigns/{campaign}/files"]
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "database": "ok", "queued": 0, "processing": 0,
+                             "queue_capped": False, "channels": []}  # fmt: skip
+
+
+def test_docs_load_nothing_from_outside(api: tuple[Harness, httpx.Client]) -> None:
+    _, client = api
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    found = [u for pair in urls for u in pair if u]
+    assert found and all(u.startswith("/") for u in found), found
+    for url in found:
+        assert client.get(url).status_code == 200, url
+    assert "swagger-ui" in client.get("/docs/assets/swagger-ui-bundle.js").text[:5000].lower()
+
+
+def test_campaign_files_are_listed_page_by_page(api: tuple[Harness, httpx.Client]) -> None:
+    _, client = api
+    ids = [upload_raw(client, content=CSV + f"1000.1.{i},0,OTHER\r\n".encode()).json()["file_id"]
+           for i in range(3)]  # fmt: skip
+    assert client.get("/v1/campaigns/acme/files").status_code == 401
+    assert client.get("/v1/campaigns/acme/files", headers=auth(BETA)).status_code == 401
+    page = client.get("/v1/campaigns/acme/files", params={"limit": 2}, headers=auth(ACME)).json()
+    newest_first = sorted(ids, reverse=True)  # ids sort by time (then at random within a second)
+    assert [f["file_id"] for f in page["files"]] == newest_first[:2]
+    assert page["files"][0]["status"] == "QUEUED" and page["files"][0]["status_url"]
+    rest = client.get(page["next"], headers=auth(ACME)).json()
+    assert [f["file_id"] for f in rest["files"]] == newest_first[2:] and "next" not in rest
 
 
 def test_start_fails_with_address_when_port_taken(harness: Callable[..., Harness]) -> None:
@@ -355,3 +388,13 @@ def test_verified_token_is_remembered(make_settings: Callable[..., Settings]) ->
     assert not tokens.check("acme", "wrong") and tokens.owner("wrong") is None
     assert tokens.check("acme", ACME) and tokens.owner(ACME) == "acme"
     assert not tokens.check("beta", ACME)
+
+
+@pytest.mark.parametrize("name", ["returns.tsv", "returns.psv", "returns.xlsm", "Returns.CSV"])
+def test_every_suffix_the_parsers_read_is_taken(
+    api: tuple[Harness, httpx.Client], name: str
+) -> None:
+    _, client = api
+    r = upload_raw(client, params={"name": name}, content_type="application/octet-stream")
+    assert r.status_code == 202, r.text
+    assert upload_raw(client, params={"name": "returns.pdf"}).status_code == 415

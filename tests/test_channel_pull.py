@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import select, update
 
 from channels.base import ChannelContext, ChannelError
+from channels.pull import PullChannel
 from channels.pull_remote import is_candidate, parse_url
 from channels.pull_report import ALREADY, GROWING
-from channels.sftp_pull import PullChannel
 from ingest import tables as t
 from ingest.config import Settings
 from ingest.errors import SpoolFull
@@ -438,7 +438,8 @@ def test_receipt_and_results_go_to_the_results_folder(
     (outbox / "a.csv").write_bytes(CSV_A)
     r = rig(sftp_source(sshd, outbox, keys, results_folder="."))
     fetched = r.channel.pull("acme").fetched[0]
-    assert "status: QUEUED" in (outbox / "receipt_a.txt").read_text()
+    fid = fetched.file_id
+    assert "status: QUEUED" in (outbox / f"receipt_a_{fid}.txt").read_text()
 
     result = tmp_path / "result.csv"
     result.write_bytes(b"ActionId,Line,Status\n1000.1.1,2,APPLIED\n")
@@ -447,8 +448,8 @@ def test_receipt_and_results_go_to_the_results_folder(
                           "counts": {"APPLIED": 1}})  # fmt: skip
     assert r.channel.deliver(done) is True
 
-    assert (outbox / "result_a.csv").read_bytes().endswith(b"1000.1.1,2,APPLIED\n")
-    summary = json.loads((outbox / "result_a.json").read_text())
+    assert (outbox / f"result_a_{fid}.csv").read_bytes().endswith(b"1000.1.1,2,APPLIED\n")
+    summary = json.loads((outbox / f"result_a_{fid}.json").read_text())
     assert summary["file_id"] == fetched.file_id and summary["status"] == "COMPLETE"
     assert not [p.name for p in outbox.iterdir() if p.name.startswith(".")]
     again = r.channel.pull("acme")
@@ -478,7 +479,8 @@ def test_end_to_end_pull_process_deliver(
     assert Worker(r.settings, r.store).drain() == 1
     assert r.channel.deliver(r.outcome(fetched[0].file_id)) is True
 
-    text = (outbox / "results" / "result_returns.csv").read_text()
+    fid = fetched[0].file_id
+    text = (outbox / "results" / f"result_returns_{fid}.csv").read_text()
     header, *body = list(csv.reader(io.StringIO(text)))
     status = header.index("Status")
     assert [(row[0], row[status]) for row in body] == [
@@ -486,7 +488,7 @@ def test_end_to_end_pull_process_deliver(
         ("A2", "APPLIED"),
         ("NOPE", "ERROR"),
     ]
-    summary = json.loads((outbox / "results" / "result_returns.json").read_text())
+    summary = json.loads((outbox / "results" / f"result_returns_{fid}.json").read_text())
     assert summary["status"] == "COMPLETE" and summary["channel"] == "pull"
     assert (outbox / "done" / "returns.csv").exists() and not (outbox / "returns.csv").exists()
 
@@ -604,8 +606,9 @@ def test_ftp_pull_fetches_moves_and_delivers(
     assert r.spooled(first.fetched[0].file_id) == CSV_A
     assert (outbox / "archive" / "a.csv").read_bytes() == CSV_A
     assert second.fetched == [] and second.ok
-    assert delivered and json.loads((outbox / "results" / "result_a.json").read_text())["name"]
-    assert "status: QUEUED" in (outbox / "results" / "receipt_a.txt").read_text()
+    fid = first.fetched[0].file_id
+    assert delivered and json.loads((outbox / "results" / f"result_a_{fid}.json").read_text())
+    assert "status: QUEUED" in (outbox / "results" / f"receipt_a_{fid}.txt").read_text()
 
 
 def test_ftp_growing_file_and_wrong_password(

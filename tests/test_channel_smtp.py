@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import datetime as dt
 import email
 import hashlib
@@ -14,6 +15,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from email import policy
 from email.message import EmailMessage
@@ -491,3 +493,70 @@ def test_end_to_end_mail_process_result_mail(
     assert rows[0]["NewAmount"] == "60.00" and rows[1]["State"] == "REVERSED"
     assert rows[2]["ErrorCode"] == "ACTION_NOT_FOUND"
     assert json.loads(parts["result_returns.json"])["status"] == "COMPLETE"
+
+
+def test_without_relay_replies_wait_in_the_outbox_until_a_relay_exists(
+    harness: Callable[..., Harness],
+    relay: tuple[Collector, int],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ingest.worker import Worker
+
+    caplog.set_level(logging.INFO, logger="returnsd.files")
+    outbox = tmp_path / "outbox"
+    h = harness(relay_host=None, outbox_dir=str(outbox))
+    _import_two_actions(h, tmp_path)
+    h.start()
+    returns = b"ActionId,Amount,Reason\r\nA1,60.00,ITEM_RETURNED\r\nNOPE,1,OTHER\r\n"
+    send(h, mail(("returns.csv", returns, "text/csv")))
+    assert Worker(h.settings, h.store).drain() == 1
+    outcome = h.results.outcome(h.files()[0].file_id)
+    assert outcome is not None and h.channel.deliver(outcome) is True
+    h.channel.stop()
+    h.started = False
+    kept = sorted(outbox.glob("*.eml"))
+    assert len(kept) == 2  # the receipt and the result
+    events = [r.getMessage() for r in caplog.records]
+    assert sum("event=outbox" in e for e in events) == 2
+    assert not any("event=delivered" in e for e in events)
+    assert relay[0].messages == []
+
+    later = harness(outbox_dir=str(outbox))  # the operator configures the relay and restarts
+    later.start()
+    got = relay[0].wait(2)
+    subjects = sorted(str(m["Subject"]) for m in got)
+    assert subjects[1] == "[returnsd] result for returns.csv: COMPLETE, 1 of 2 lines in error"
+    deadline = time.monotonic() + WAIT
+    while list(outbox.glob("*.eml")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the relay answered; the outbox file goes right after
+    assert list(outbox.glob("*.eml")) == []
+    delivered = [e for e in (r.getMessage() for r in caplog.records) if "event=delivered" in e]
+    assert any(f"file_id={outcome.file_id}" in e for e in delivered)
+
+
+def test_result_mail_carries_counts(
+    harness: Callable[..., Harness], relay: tuple[Collector, int], tmp_path: Path
+) -> None:
+    out = _outcome(tmp_path, reply_to="ops@advertiser.example")
+    counts = {"lines": 10, "applied": 3, "unchanged": 0, "errors": 7,
+              "by_error_code": {"ACTION_NOT_FOUND": 7}}  # fmt: skip
+    out = dataclasses.replace(out, counts=counts)
+    assert harness().channel.deliver(out) is True
+    (msg,) = relay[0].wait(1)
+    assert msg["Subject"] == "[returnsd] result for returns.csv: COMPLETE, 7 of 10 lines in error"
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "errors: 7" in text and "ACTION_NOT_FOUND: 7" in text
+
+
+def test_attachments_named_like_the_parsers_read_them_are_taken(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness()
+    h.start()
+    tsv = b"ActionId\tAmount\tReason\r\n1000.1.1\t0\tITEM_RETURNED\r\n"
+    psv = b"ActionId|Amount|Reason\r\n1000.1.2|0|ITEM_RETURNED\r\n"
+    send(h, mail(("r.tsv", tsv, "text/tab-separated-values"), ("r.psv", psv, "text/plain")))
+    assert sorted(f.name for f in h.files()) == ["r.psv", "r.tsv"]

@@ -108,7 +108,8 @@ def test_every_channel_delivers_results(
         ftp.login("acme", PASSWORD)
         reply = ftp.storbinary("STOR ftp.csv", io.BytesIO(returns(0, "80.00")))
         assert reply.startswith("226")
-    ftp_result = tmp_path / "ftp" / "acme" / "results" / "result_ftp.csv"
+    ftp_id = reply.split("Received as ", 1)[1].split(" ", 1)[0]
+    ftp_result = tmp_path / "ftp" / "acme" / "results" / f"result_ftp_{ftp_id}.csv"
     until(ftp_result.exists, "the FTP result file")
     assert result_lines(ftp_result.read_bytes()) == [
         ("D0", "APPLIED", "80.00"),
@@ -162,8 +163,8 @@ def test_every_channel_delivers_results(
     folder = tmp_path / "drop" / "acme"
     (folder / ".drop.csv.part").write_bytes(returns(9, "1.00"))
     (folder / ".drop.csv.part").rename(folder / "drop.csv")
-    drop_result = folder / "results" / "result_drop.csv"
-    until(drop_result.exists, "the drop folder result")
+    found = until(lambda: sorted((folder / "results").glob("result_drop_*.csv")), "the drop result")
+    drop_result = found[0]
     assert [n for _, _, n in result_lines(drop_result.read_bytes())] == ["1.00"] * 3
 
 

@@ -6,6 +6,8 @@ compared as Python values with NA shown as None.
 
 from __future__ import annotations
 
+import ast
+import codecs
 import contextlib
 import gzip
 import io
@@ -20,7 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.errors import (
+from ingest import errors as ingest_errors
+from parsers import errors as parser_errors
+from parsers.base import TEXT_DTYPE, ParseLimits, RawTable
+from parsers.csvfile import read_csv
+from parsers.errors import (
     CORRUPT_ARCHIVE,
     EMPTY_FILE,
     ENCRYPTED,
@@ -31,11 +37,10 @@ from ingest.errors import (
     UNSUPPORTED_FORMAT,
     FileRejected,
 )
-from parsers.base import ParseLimits, RawTable
-from parsers.csvfile import TEXT_DTYPE, read_csv
 from parsers.readers import read_table
 
 FORMATS = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
+PARSERS = Path(__file__).resolve().parent.parent / "parsers"
 LIMITS = ParseLimits()
 BASIC_HEADER = ["ActionId", "Amount", "Reason"]
 BASIC_ROWS = [["1000.1.1", "0", "ITEM_RETURNED"], ["00123", "1.23E+05", "CONS_ERROR"]]
@@ -278,10 +283,100 @@ def test_rejects_fixture(case: Rejected) -> None:
     assert case.says in caught.value.message
 
 
+def test_parsers_import_nothing_from_the_layers_above() -> None:
+    above = {"ingest", "channels", "returnsd", "scheduler"}
+    found = []
+    for path in sorted(PARSERS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in above]
+    assert found == []
+
+
+def test_a_parser_error_is_the_error_ingest_catches() -> None:
+    assert ingest_errors.FileRejected is FileRejected
+    assert issubclass(FileRejected, ingest_errors.Terminal)
+    assert not issubclass(FileRejected, ingest_errors.Transient)
+    assert issubclass(ingest_errors.SpoolFull, parser_errors.Transient)
+    with pytest.raises(ingest_errors.Terminal):
+        read_table("returns.csv", b"", LIMITS)
+
+
 def test_empty_bytes_are_an_empty_file() -> None:
     with pytest.raises(FileRejected) as caught:
         read_table("returns.csv", b"", LIMITS)
     assert caught.value.code == EMPTY_FILE
+
+
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [
+        ("basic.csv", ("utf-8", ",", False)),
+        ("semicolon_bom.csv", ("utf-8", ";", True)),
+        ("cp1252.csv", ("windows-1252", ",", False)),
+        ("latin1.csv", ("latin-1", ",", False)),
+        ("utf16le.csv", ("utf-16-le", ",", True)),
+        ("utf16be.csv", ("utf-16-be", ",", True)),
+        ("tabs.tsv", ("utf-8", "\t", False)),
+        ("basic.csv.gz", ("utf-8", ",", False)),
+        ("example.xml", ("utf-8", ",", False)),
+        ("typed.xlsx", ("utf-8", ",", False)),
+    ],
+)
+def test_the_dialect_a_file_was_written_in(name: str, dialect: tuple[str, str, bool]) -> None:
+    table = read_table(name, fixture(name), LIMITS)
+    assert (table.encoding, table.delimiter, table.bom) == dialect
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "encoded"),
+    [
+        ("basic.csv", "Ä≥1", "Ä≥1".encode()),
+        ("semicolon_bom.csv", "Ä≥1", codecs.BOM_UTF8 + "Ä≥1".encode()),
+        ("cp1252.csv", "é€ ≥ 0 … → x", "é€ >= 0 ... -> x".encode("cp1252")),
+        ("latin1.csv", "é€", b"\xe9?"),
+        ("utf16le.csv", "Ä≥", codecs.BOM_UTF16_LE + "Ä≥".encode("utf-16-le")),
+    ],
+)
+def test_an_answer_is_encoded_as_the_file_was(name: str, text: str, encoded: bytes) -> None:
+    assert read_table(name, fixture(name), LIMITS).encode_text(text) == encoded
+
+
+def workbook(*rows: list[Any]) -> bytes:
+    """An .xlsx of these rows (openpyxl writes numbers as number cells)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_number_cells_without_exact_text_are_marked() -> None:
+    data = workbook(
+        ["ActionId", "Amount", "Note"],
+        [123456789012345678, 12.5, "x"],
+        [None, None, None],  # skipped: the masks follow the kept rows
+        [2**53 - 1, 80, 1.5],
+        ["B-1", 1e20, None],
+        [2**53, 3, "y", "beyond the header"],  # a bad row, not in the masks
+    )
+    table = read_table("numbers.xlsx", data, LIMITS)
+    assert cells(table)[0][0] != "123456789012345678"  # a float holds …680, calamine reads …696
+    assert cells(table)[1][0] == "9007199254740991"
+    assert {c: m.tolist() for c, m in table.inexact_numbers.items()} == {
+        0: [True, False, False],
+        1: [True, False, True],
+        2: [False, True, False],
+    }
+    typed = read_table("typed.xlsx", fixture("typed.xlsx"), LIMITS)  # 12.5, then 3
+    assert {c: m.tolist() for c, m in typed.inexact_numbers.items()} == {1: [True, False]}
 
 
 CSV_FIXTURES = sorted(p.name for p in FORMATS.iterdir() if p.suffix in (".csv", ".tsv", ".txt"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from channels.base import ChannelContext
-from channels.sftp_pull import PullChannel
+from channels.pull import PullChannel
 from ingest.actions import import_actions
 from ingest.config import Settings
 from ingest.pulled import PullLedger

@@ -1,18 +1,17 @@
 """Scheduled pull: fetch new, stable files from an advertiser's SFTP or FTP(S) server to the spool.
 
 One run (`pull(campaign)`) connects (host key pinned for SFTP), lists the folder, drops names that
-are temporary, reserved or not matching the pattern, drops what the ledger says was fetched already
+are temporary, reserved or not matching the pattern, drops what was fetched already
 (same path, size and mtime), waits `stable_interval`, lists again and fetches only the files whose
 size and mtime did not change. Each file is downloaded under a no-progress watchdog, checked
-against the listed size, handed to `spool.accept`, and only after that recorded in the ledger and
+against the listed size, handed to `spool.accept`, and only after that recorded as fetched and
 deleted or moved on the server. Transient failures retry the whole session with capped exponential
-back-off; the ledger makes a retry resume where the last one stopped. The scheduler decides when to
-run; this module owns no timer.
+back-off; the record of fetched files makes a retry resume where the last one stopped. The
+scheduler decides when to run; this module owns no timer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol
 
 from channels.base import ChannelContext, ChannelError
+from channels.intake import Intake, Refusal, Sender
 from channels.pull_remote import (
     PullRefused,
     PullTransient,
@@ -34,17 +34,17 @@ from channels.pull_remote import (
     source_problems,
 )
 from channels.pull_report import ALREADY, CHANGED, GROWING, Fetched, PullReport
+from channels.replies import delivered, receipt_name, receipt_text, result_files
 from ingest.config import PullOptions, PullSource
-from ingest.errors import FileRejected, ReturnsdError, Terminal, Transient
-from ingest.events import file_event
+from ingest.errors import ReturnsdError, Terminal, Transient
 from ingest.results import FileOutcome
 from ingest.spool import Accepted
 
-log = logging.getLogger("returnsd.channels.pull")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 
-class Ledger(Protocol):
-    """What the pull remembers between runs (`ingest.pulled.PullLedger` implements it)."""
+class FetchedFiles(Protocol):
+    """The remote files a pull fetched before (`ingest.pulled.PullLedger` implements it)."""
 
     def seen(self, campaign: str, path: str, size: int, mtime: int) -> bool:
         """True when this exact remote file (path, size, mtime) was fetched before."""
@@ -63,7 +63,7 @@ class PullChannel:
     def __init__(
         self,
         ctx: ChannelContext,
-        ledger: Ledger,
+        fetched: FetchedFiles,
         *,
         stable_interval: float = 1.0,
         backoff: float = 2.0,
@@ -71,11 +71,12 @@ class PullChannel:
         prefetch_requests: int = 128,
     ) -> None:
         self.ctx = ctx
-        self.ledger = ledger
+        self.fetched = fetched
+        self.intake = Intake(ctx.spool, self.name)
         self.stable_interval = stable_interval
         self.backoff = backoff
         self.backoff_cap = backoff_cap
-        # Above 64: a cap of 64 falls off paramiko's io_sleep cliff (PITFALLS B3, #2455).
+        # Above 64: with 64 requests paramiko's fixed io_sleep cuts throughput ~40x (its #2455).
         self.prefetch_requests = prefetch_requests
         self._stopping = threading.Event()
 
@@ -123,23 +124,18 @@ class PullChannel:
         report.errors.append(str(exc))
         host = parse_url(source.url).host
         if isinstance(exc, PullRefused):
-            file_event("refused", channel=self.name, campaign=campaign_id,
-                       sender=f"{source.user}@{host}", peer=host, outcome=str(exc))  # fmt: skip
+            who = Sender(campaign_id, f"{source.user}@{host}", host)
+            self.intake.refused(who, "REFUSED", reason=str(exc))
         else:
             log.error("pull %s from %s failed: %s", campaign_id, report.source, exc)
 
     def deliver(self, outcome: FileOutcome) -> bool:
-        """Upload `result_<name>.csv` and `.json` to the campaign's results_folder, if any."""
+        """Upload `result_<name>_<file id>.csv` and `.json` to the campaign's results_folder."""
         campaign = self.ctx.settings.campaign(outcome.campaign)
         source = campaign.pull if campaign else None
         if source is None or not source.results_folder:
             return True
-        files = [
-            (outcome.summary_name, json.dumps(outcome.summary(), indent=2, default=str).encode())
-        ]
-        csv = outcome.result_csv()
-        if csv is not None:
-            files.insert(0, (outcome.result_name, csv))
+        files = result_files(outcome)
         try:
             remote = open_remote(source, source.timeout_seconds, self.prefetch_requests)
             try:
@@ -151,6 +147,7 @@ class PullChannel:
         except ReturnsdError as exc:
             log.warning("pull: result of %s not delivered yet: %s", outcome.file_id, exc)
             return False
+        delivered(outcome, f"{parse_url(source.url).display} {source.results_folder}/{files[0][0]}")
         return True
 
     # --- one session -------------------------------------------------------------------------
@@ -179,7 +176,7 @@ class PullChannel:
         new = []
         listed = [f for f in remote.list() if is_candidate(f.name, source.pattern)]
         for f in sorted(listed, key=lambda f: (f.mtime, f.name)):
-            if not self.ledger.seen(campaign_id, remote.target.path(f.name), f.size, f.mtime):
+            if not self.fetched.seen(campaign_id, remote.target.path(f.name), f.size, f.mtime):
                 new.append(f)
                 continue
             report.skip(f.name, ALREADY)
@@ -211,16 +208,17 @@ class PullChannel:
                 report.skip(f.name, CHANGED)
                 return
             tmp.seek(0)
+            who = Sender(campaign_id, _sender(source, remote), remote.target.host)
+            meta: dict[str, object] = {"remote_path": remote.target.path(f.name),
+                                       "remote_mtime": f.mtime}  # fmt: skip
             try:
-                acc = self.ctx.spool.accept(
-                    campaign_id, self.name, f.name, tmp, sender=_sender(source, remote),
-                    peer=remote.target.host, meta={"remote_path": remote.target.path(f.name),
-                                                   "remote_mtime": f.mtime},
-                )  # fmt: skip
-            except FileRejected as exc:
-                self._refuse(campaign_id, remote, source, f, report, str(exc))
+                acc = self.intake.accept(who, f.name, tmp, meta=meta, started=started)
+            except Refusal as exc:
+                if exc.kind.transient:
+                    raise exc.cause from exc  # the whole session is tried again later
+                report.errors.append(f"{f.name}: refused: {exc}")
                 return
-        self._received(campaign_id, remote, source, f, acc, time.monotonic() - started)
+        self._received(campaign_id, remote, f, acc)
         report.add(Fetched(f.name, acc.file_id, acc.status, acc.size))
         self._after(remote, source, f, report)
         self._send_receipt(remote, source, acc, report)
@@ -237,22 +235,10 @@ class PullChannel:
         if dog.fired:
             raise PullTransient(f"{f.name}: transfer stalled for {timeout:g} s")
 
-    def _received(
-        self,
-        campaign_id: str,
-        remote: Remote,
-        source: PullSource,
-        f: RemoteFile,
-        acc: Accepted,
-        seconds: float,
-    ) -> None:
-        """Log the file, then record it: from here on it is never fetched again."""
-        file_event("duplicate" if acc.duplicate else "received", file_id=acc.file_id,
-                   channel=self.name, campaign=campaign_id, sender=_sender(source, remote),
-                   peer=remote.target.host, name=f.name, size=acc.size, seconds=seconds,
-                   outcome=acc.status)  # fmt: skip
+    def _received(self, campaign_id: str, remote: Remote, f: RemoteFile, acc: Accepted) -> None:
+        """Remember the file (logged by the intake): from here on it is never fetched again."""
         path = remote.target.path(f.name)
-        self.ledger.record(campaign_id, path, f.size, f.mtime, acc.sha256, acc.file_id)
+        self.fetched.record(campaign_id, path, f.size, f.mtime, acc.sha256, acc.file_id)
 
     def _refuse(
         self,
@@ -265,9 +251,8 @@ class PullChannel:
     ) -> None:
         """A file the spool will not take: reported every run until the advertiser removes it."""
         report.errors.append(f"{f.name}: refused: {why}")
-        file_event("refused", channel=self.name, campaign=campaign_id,
-                   sender=_sender(source, remote), peer=remote.target.host, name=f.name,
-                   size=f.size, outcome=why)  # fmt: skip
+        who = Sender(campaign_id, _sender(source, remote), remote.target.host)
+        self.intake.refused(who, why.split(":", 1)[0], name=f.name, size=f.size, reason=why)
 
     def _after(self, remote: Remote, source: PullSource, f: RemoteFile, report: PullReport) -> None:
         """Delete or move a file that is safely in the spool (a failure here loses nothing)."""
@@ -287,11 +272,12 @@ class PullChannel:
         outcome = self.ctx.results.outcome(acc.file_id)
         if outcome is None:
             return
+        name = receipt_name(acc.file_id, acc.name)
         try:
             folder = remote.target.subfolder(source.results_folder)
-            remote.put(folder, outcome.receipt_name, outcome.receipt_text().encode())
+            remote.put(folder, name, receipt_text(acc, outcome).encode())
         except RemoteFileError as exc:
-            report.notes.append(f"{outcome.receipt_name}: not uploaded: {exc}")
+            report.notes.append(f"{name}: not uploaded: {exc}")
 
     # --- configuration -----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The hosted FTP channel's pieces that do not touch pyftpdlib: drop boxes, bans, storing uploads.
+"""What the sessions of one FTP server share, and storing an upload: drop boxes, bans, receipts.
 
 Everything here runs either in the FTP IO loop (name rules, `LoginGuard`) or in the channel's
 worker pool (`check_password`, `store_upload`), never both at once on the same object.
@@ -6,35 +6,25 @@ worker pool (`check_password`, `store_upload`), never both at once on the same o
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from channels.base import ChannelContext
+from channels.intake import Intake, Refusal, RefusalKind, Sender
+from channels.replies import receipt_name, receipt_text, write_atomic
 from ingest.config import FtpAccount
-from ingest.errors import TOO_LARGE, FileRejected, SpoolFull, Transient
-from ingest.events import file_event
-from ingest.passwords import verify_password
-from ingest.results import FileOutcome, reply_name
+from ingest.passwords import verify_login
 from ingest.spool import Accepted
 
-log = logging.getLogger("returnsd.channels.ftp")
+log = logging.getLogger(f"returnsd.{__name__}")
 
 RESULTS = "results"
-TEMP_SUFFIXES = (".part", ".filepart", ".tmp", "~")
-
-
-def is_temp_name(name: str) -> bool:
-    """True for in-progress upload names: dotfiles, *.part, *.filepart, *.tmp, *~."""
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -62,6 +52,11 @@ class Upload:
     peer: str
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def sender(self) -> Sender:
+        """The campaign, login and address the upload comes from."""
+        return Sender(self.box.campaign, self.box.login, self.peer)
+
 
 @dataclass(frozen=True)
 class StoreResult:
@@ -69,21 +64,6 @@ class StoreResult:
 
     refusal: int | None
     text: str
-
-
-def write_atomic(tmp_dir: Path, target: Path, data: bytes) -> None:
-    """Write `target` whole or not at all: a temp file outside every home, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=target.name[:40] + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LoginGuard:
@@ -132,16 +112,16 @@ class LoginGuard:
 
 
 @dataclass
-class Shared:
+class FtpServerState:
     """What every session of one FTP server shares (the channel builds one per start)."""
 
     ctx: ChannelContext
+    intake: Intake
     boxes: dict[str, DropBox]
     guard: LoginGuard
     pool: ThreadPoolExecutor
     call_soon: Callable[[Callable[[], None]], None]
     tmp_dir: Path
-    dummy_hash: str
     close_grace: float
     login_delay: float
     busy: set[Path] = field(default_factory=set)
@@ -149,42 +129,30 @@ class Shared:
     def check_password(self, login: str, password: str) -> bool:
         """True when `login` exists and `password` matches its hash (same cost either way)."""
         box = self.boxes.get(login)
-        stored = self.dummy_hash
+        stored = None
         if box is not None:
             try:
                 stored = box.account.hash()
             except OSError as exc:
                 log.error("ftp: cannot read the password hash of login %s: %s", login, exc)
-                box = None
-        return verify_password(password, stored) and box is not None
+        return verify_login(password, stored)
 
 
-def store_upload(shared: Shared, upload: Upload, discard_on_failure: bool) -> StoreResult:
+def store_upload(state: FtpServerState, upload: Upload, discard_on_failure: bool) -> StoreResult:
     """Hand a complete upload to the spool, drop the original, write the receipt (worker thread)."""
-    box, ctx = upload.box, shared.ctx
+    box = upload.box
     try:
-        accepted = ctx.spool.accept(
-            box.campaign, "ftp", upload.name, upload.path, sender=box.login, peer=upload.peer
+        accepted = state.intake.accept(
+            upload.sender, upload.name, upload.path, started=upload.started
         )
-    except (FileRejected, SpoolFull, Transient) as exc:
-        return _refused(upload, exc, discard_on_failure)
+    except Refusal as refusal:
+        return _refused(upload, refusal, discard_on_failure)
     except Exception:
         log.exception("ftp: storing %s for campaign %s failed", upload.name, box.campaign)
+        state.intake.refused(upload.sender, "TEMPORARY_ERROR", name=upload.name)
         return _refused(upload, None, discard_on_failure)
     upload.path.unlink(missing_ok=True)
-    receipt = _write_receipt(shared, upload, accepted)
-    file_event(
-        "duplicate" if accepted.duplicate else "received",
-        file_id=accepted.file_id,
-        channel="ftp",
-        campaign=box.campaign,
-        sender=box.login,
-        peer=upload.peer,
-        name=upload.name,
-        size=accepted.size,
-        seconds=time.monotonic() - upload.started,
-        outcome=accepted.status,
-    )
+    receipt = _write_receipt(state, upload, accepted)
     return StoreResult(None, _stored_text(accepted, receipt))
 
 
@@ -196,62 +164,46 @@ def _stored_text(accepted: Accepted, receipt: str | None) -> str:
     return f"{text} Receipt: /{RESULTS}/{receipt}" if receipt else text
 
 
-def _refused(upload: Upload, exc: Exception | None, discard: bool) -> StoreResult:
+REPLY_CODES = {
+    RefusalKind.TOO_LARGE: 552,
+    RefusalKind.REJECTED: 553,
+    RefusalKind.SPOOL_FULL: 452,
+    RefusalKind.TEMPORARY: 451,
+}
+TRY_LATER = "nothing was stored, try again later"
+
+
+def _refused(upload: Upload, refusal: Refusal | None, discard: bool) -> StoreResult:
+    """The FTP answer to a refused upload (already logged by the intake)."""
     if discard:
         upload.path.unlink(missing_ok=True)
-    if isinstance(exc, FileRejected):
-        code, outcome, text = (552 if exc.code == TOO_LARGE else 553), exc.code, exc.message
-    elif isinstance(exc, SpoolFull):
-        code, outcome = 452, "SPOOL_FULL"
-        text = "insufficient storage on the server; nothing was stored, try again later"
+    kind = refusal.kind if refusal else RefusalKind.TEMPORARY
+    if refusal is not None and not kind.transient:
+        text = refusal.message
+    elif kind is RefusalKind.SPOOL_FULL:
+        text = f"insufficient storage on the server; {TRY_LATER}"
     else:
-        code, outcome = 451, "TEMPORARY_ERROR"
-        text = "the server could not store the file; nothing was stored, try again later"
-    log.warning("ftp: %s from %s not stored: %s", upload.name, upload.box.login, exc or outcome)
-    refused(upload, outcome, str(exc) if exc else None)
-    return StoreResult(code, text[:1].upper() + text[1:] + ".")
+        text = f"the server could not store the file; {TRY_LATER}"
+    log.warning("ftp: %s from %s not stored: %s", upload.name, upload.box.login, refusal or kind)
+    return StoreResult(REPLY_CODES[kind], text[:1].upper() + text[1:] + ".")
 
 
-def refused(upload: Upload, outcome: str, reason: str | None, size: int | None = None) -> None:
-    """Log that an upload was not taken (cut off, too large, reserved name, spool full …)."""
-    file_event(
-        "refused",
-        channel="ftp",
-        campaign=upload.box.campaign,
-        sender=upload.box.login,
-        peer=upload.peer,
-        name=upload.name,
-        size=size,
-        seconds=time.monotonic() - upload.started,
-        outcome=outcome,
-        reason=reason,
+def refused(
+    state: FtpServerState, upload: Upload, outcome: str, reason: str | None, size: int | None = None
+) -> None:
+    """Log that an upload was not taken (cut off, too large, reserved name, shutting down …)."""
+    state.intake.refused(
+        upload.sender, outcome, name=upload.name, size=size, reason=reason, started=upload.started
     )
 
 
-def _write_receipt(shared: Shared, upload: Upload, accepted: Accepted) -> str | None:
-    name = reply_name("receipt_", upload.name, ".txt")
+def _write_receipt(state: FtpServerState, upload: Upload, accepted: Accepted) -> str | None:
+    name = receipt_name(accepted.file_id, upload.name)
     try:
-        outcome = shared.ctx.results.outcome(accepted.file_id)
-        text = replace(outcome, name=upload.name).receipt_text() if outcome else _plain(accepted)
-        write_atomic(shared.tmp_dir, upload.box.results / name, text.encode())
+        outcome = state.ctx.results.outcome(accepted.file_id)
+        text = receipt_text(accepted, outcome)
+        write_atomic(upload.box.results / name, text.encode(), state.tmp_dir)
     except Exception:  # the file is safe in the spool; a missing receipt is only an annoyance
         log.exception("ftp: cannot write %s for campaign %s", name, upload.box.campaign)
         return None
     return name
-
-
-def _plain(accepted: Accepted) -> str:
-    return f"file_id: {accepted.file_id}\nname: {accepted.name}\nstatus: {accepted.status}\n"
-
-
-def deliver_result(tmp_dir: Path, box: DropBox, outcome: FileOutcome) -> list[str]:
-    """Write the result CSV (when there is one) and the JSON summary into the box; return names."""
-    written = []
-    data = outcome.result_csv()
-    if data is not None:
-        write_atomic(tmp_dir, box.results / outcome.result_name, data)
-        written.append(outcome.result_name)
-    summary = json.dumps(outcome.summary(), indent=2, default=str).encode()
-    write_atomic(tmp_dir, box.results / outcome.summary_name, summary)
-    written.append(outcome.summary_name)
-    return written
