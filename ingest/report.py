@@ -21,6 +21,7 @@ from ingest.domain import STATE_NAMES, error_type, money_texts
 from ingest.results import RESULT_COLUMNS
 from ingest.rules import ERROR, ActionArrays
 from parsers.base import RawTable
+from parsers.schema import RESULT_KEYS, normalise
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
@@ -124,7 +125,6 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
-RESULT_NAMES = frozenset(c.lower() for c in RESULT_COLUMNS)
 BOMS = {
     "utf-8": codecs.BOM_UTF8,
     "utf-16-le": codecs.BOM_UTF16_LE,
@@ -138,7 +138,7 @@ def without_result_columns(raw: RawTable) -> RawTable:
     They are written anew in the result, so a result can be sent again as it is: its outcome
     columns are neither applied, nor reported as unknown, nor repeated.
     """
-    keep = [i for i, h in enumerate(raw.header) if str(h).strip().lower() not in RESULT_NAMES]
+    keep = [i for i, h in enumerate(raw.header) if normalise(h) not in RESULT_KEYS]
     if len(keep) == len(raw.header):
         return raw
     dropped = [str(h) for i, h in enumerate(raw.header) if i not in set(keep)]
