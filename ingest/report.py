@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 from ingest.domain import STATE_NAMES, error_type, money_texts
 from ingest.results import RESULT_COLUMNS
 from ingest.rules import ERROR, ActionArrays
-from parsers.base import RawTable
+from parsers.base import BYTE_ORDER_MARKS, RawTable
 from parsers.schema import RESULT_KEYS, normalise
 
 FORMULA_START = r"^[=+\-@\t\r]"
@@ -125,11 +125,6 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
-BOMS = {
-    "utf-8": codecs.BOM_UTF8,
-    "utf-16-le": codecs.BOM_UTF16_LE,
-    "utf-16-be": codecs.BOM_UTF16_BE,
-}
 
 
 def without_result_columns(raw: RawTable) -> RawTable:
@@ -189,11 +184,14 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArr
 
 
 def _to_dialect(path: Path, raw: RawTable) -> None:
-    """Re-encode the UTF-8 CSV at `path` in the input's encoding, with its byte-order mark."""
+    """Re-encode the UTF-8 CSV at `path` in the input's encoding, with its byte-order mark.
+
+    Characters the encoding lacks become `?` (the input's own cells all fit, being read from it).
+    """
     if raw.format != "csv":
         return
     encoding = codecs.lookup(raw.encoding or "utf-8").name
-    bom = BOMS.get(encoding, b"") if getattr(raw, "bom", False) or "16" in encoding else b""
+    bom = BYTE_ORDER_MARKS.get(encoding, b"") if raw.bom or "16" in encoding else b""
     if encoding == "utf-8" and not bom:
         return
     data = path.read_bytes()
