@@ -19,7 +19,7 @@ import pandas as pd
 
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
-from ingest.engine import apply_rows, campaign_of
+from ingest.engine import DryRun, apply_rows, campaign_of, dry_run
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
 from ingest.store import Store
 from parsers.base import RawTable
@@ -148,6 +148,20 @@ def apply_change(
     return apply_changes(
         store, settings, campaign_id, [change], actor=actor, channel=channel, role=role
     )[0]
+
+
+def check_file(
+    store: Store, settings: Settings, campaign_id: str, name: str, data: bytes
+) -> DryRun:
+    """Check a returns file without applying or recording it: its summary and result CSV.
+
+    The same parse, rules and plan as a real run. Not recorded on purpose: a dry run's hash
+    would make the real upload of the same bytes a DUPLICATE, and the files list stays the list
+    of what was received to apply. (A FAILED or DUPLICATE file is processed again through
+    `ingest.files.FileLifecycle.reprocess`; a worker then takes it.)
+    """
+    with store.read() as conn:
+        return dry_run(conn, store.sql, settings, campaign_id, name, data)
 
 
 def canonical_rows(changes: Sequence[Change], codes: Mapping[str, str], role: Role) -> pd.DataFrame:

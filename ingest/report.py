@@ -20,7 +20,8 @@ import pyarrow.csv as pacsv
 from ingest.domain import STATE_NAMES, error_type, money_texts
 from ingest.results import RESULT_COLUMNS
 from ingest.rules import ERROR, ActionArrays
-from parsers.base import RawTable
+from parsers.base import BYTE_ORDER_MARKS, RawTable
+from parsers.schema import RESULT_KEYS, normalise
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
@@ -124,12 +125,6 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
-RESULT_NAMES = frozenset(c.lower() for c in RESULT_COLUMNS)
-BOMS = {
-    "utf-8": codecs.BOM_UTF8,
-    "utf-16-le": codecs.BOM_UTF16_LE,
-    "utf-16-be": codecs.BOM_UTF16_BE,
-}
 
 
 def without_result_columns(raw: RawTable) -> RawTable:
@@ -138,7 +133,7 @@ def without_result_columns(raw: RawTable) -> RawTable:
     They are written anew in the result, so a result can be sent again as it is: its outcome
     columns are neither applied, nor reported as unknown, nor repeated.
     """
-    keep = [i for i, h in enumerate(raw.header) if str(h).strip().lower() not in RESULT_NAMES]
+    keep = [i for i, h in enumerate(raw.header) if normalise(h) not in RESULT_KEYS]
     if len(keep) == len(raw.header):
         return raw
     dropped = [str(h) for i, h in enumerate(raw.header) if i not in set(keep)]
@@ -189,11 +184,14 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArr
 
 
 def _to_dialect(path: Path, raw: RawTable) -> None:
-    """Re-encode the UTF-8 CSV at `path` in the input's encoding, with its byte-order mark."""
+    """Re-encode the UTF-8 CSV at `path` in the input's encoding, with its byte-order mark.
+
+    Characters the encoding lacks become `?` (the input's own cells all fit, being read from it).
+    """
     if raw.format != "csv":
         return
     encoding = codecs.lookup(raw.encoding or "utf-8").name
-    bom = BOMS.get(encoding, b"") if getattr(raw, "bom", False) or "16" in encoding else b""
+    bom = BYTE_ORDER_MARKS.get(encoding, b"") if raw.bom or "16" in encoding else b""
     if encoding == "utf-8" and not bom:
         return
     data = path.read_bytes()

@@ -14,22 +14,12 @@ from ingest import tables as t
 from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
 from parsers.readers import SUPPORTED_SUFFIXES
+from parsers.schema import RESULT_HEADERS
 
-# The input's own columns come first, unchanged; the action a line resolved to has its own name so
-# that a result can be fixed and sent again as a returns file (its ActionId column is the input's).
-RESULT_COLUMNS = (
-    "Line",
-    "Status",
-    "ErrorType",
-    "ErrorCode",
-    "Message",
-    "ResolvedActionId",
-    "State",
-    "OldAmount",
-    "NewAmount",
-    "OldPayout",
-    "NewPayout",
-)
+# The columns a result adds after the input's own (defined with the parsers, which must recognise
+# them in a result sent back). The action a line resolved to has its own name, ResolvedActionId,
+# so that no column repeats the input's ActionId.
+RESULT_COLUMNS = RESULT_HEADERS
 
 
 def reply_name(prefix: str, name: str, ext: str, file_id: str | None = None) -> str:

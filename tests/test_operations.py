@@ -8,6 +8,7 @@ file processed again, a result sent back as it is, and an XLSX export sums in a 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -250,3 +251,13 @@ def test_a_semicolon_cp1252_result_sent_back_ingests(env: Env) -> None:
     assert again["status"] == "COMPLETE", again
     assert (again["encoding"], again["delimiter"]) == ("windows-1252", ";")
     assert again["counts"]["lines"] == doc["counts"]["lines"]
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [("bom.csv", codecs.BOM_UTF8 + b'"ActionId"'), ("modify.csv", b'"ActionId"')],
+)
+def test_a_utf8_result_has_a_bom_when_the_input_had_one(env: Env, name: str, start: bytes) -> None:
+    doc = env.ingest(CASES / name).json()
+    data = env.cli("files", "result", doc["file_id"]).out
+    assert data.startswith(start) and not data[len(start) :].startswith(codecs.BOM_UTF8)
