@@ -19,7 +19,8 @@ import pandas as pd
 
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
-from ingest.engine import apply_rows, campaign_of
+from ingest.engine import DryRun, apply_rows, campaign_of, dry_run
+from ingest.reasons import allowed
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
 from ingest.store import Store
 from parsers.base import RawTable
@@ -147,6 +148,23 @@ def apply_change(
 ) -> ChangeOutcome:
     """Apply one change (see `apply_changes` for `actor`, `channel`, `role`)."""
     return apply_changes(store, settings, campaign_id, [change], **who)[0]
+
+
+def reasons_for(operation: Operation, custom: Mapping[str, str]) -> list[str]:
+    """The reasons that fit `operation`: standard ones, then the campaign's custom codes."""
+    return allowed(OP_CODES[operation], custom)
+
+
+def check_file(
+    store: Store, settings: Settings, campaign_id: str, name: str, data: bytes
+) -> DryRun:
+    """Check a file without applying or recording it (the dry run): its summary and result CSV.
+
+    Not recorded on purpose: a dry run's hash would make the real upload of the same bytes a
+    DUPLICATE, and the files list stays the list of what was received for applying.
+    """
+    with store.read() as conn:
+        return dry_run(conn, store.sql, settings, campaign_id, name, data)
 
 
 def _implied_zero(

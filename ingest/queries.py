@@ -48,6 +48,7 @@ class ActionFilter:
     event_to: datetime | None = None  # exclusive
     locks_within_days: int | None = None  # lock date between now and now + N days
     now: datetime | None = None  # "now" for locks_within_days (default: the current time)
+    reversal_reason: str | None = None  # reversed with this reason (per the audit trail)
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,13 @@ def _action_where(q: Select[Any], f: ActionFilter) -> Select[Any]:
     if f.locks_within_days is not None:
         now = f.now or datetime.now(UTC)
         q = q.where(a.lock_at > now, a.lock_at <= now + timedelta(days=f.locks_within_days))
+    if f.reversal_reason:
+        u = t.audit.c
+        q = q.where(
+            select(u.id)
+            .where(u.action_id == a.id, u.new_state == "REVERSED", u.reason == f.reversal_reason)
+            .exists()
+        )
     return q
 
 
@@ -474,19 +482,39 @@ def file_stats(
 def line_errors(
     result_path: Path | None, kind: str | None = None, limit: int = 500
 ) -> tuple[list[LineError], int]:
-    """The error lines of a result CSV (`kind`: 'Validation' or 'Contract' only), and how many
-    error lines of that kind there are in all."""
+    """The error lines of a result CSV file (`kind`: 'Validation' or 'Contract' only), and how
+    many error lines of that kind there are in all."""
     if result_path is None or not result_path.exists():
         return [], 0
+    return result_errors(result_path.read_bytes(), kind, limit)
+
+
+def result_errors(
+    result_csv: bytes, kind: str | None = None, limit: int = 500
+) -> tuple[list[LineError], int]:
+    """The error lines of a result CSV's bytes (e.g. a dry run's), and how many in all."""
     found: list[LineError] = []
     total = 0
-    for cells in _result_rows(result_path):
+    for cells in _result_rows(result_csv):
         if cells.get("Status") != "ERROR" or (kind and cells.get("ErrorType") != kind):
             continue
         total += 1
         if len(found) < limit:
             found.append(_line_error(cells))
     return found, total
+
+
+def spool_path(conn: Connection, file_id: str) -> Path | None:
+    """Where a file's received bytes are kept (a duplicate's: its first copy's), if still kept."""
+    c = t.files.c
+    row = conn.execute(select(c.spool_path, c.duplicate_of).where(c.id == file_id)).first()
+    if row is None:
+        return None
+    raw = row[0]
+    if not raw and row[1]:
+        raw = conn.scalar(select(c.spool_path).where(c.id == row[1]))
+    path = Path(raw) if raw else None
+    return path if path is not None and path.exists() else None
 
 
 def _line_error(cells: dict[str, str]) -> LineError:
@@ -507,9 +535,8 @@ _RESULT_NAMES = frozenset(
 )  # fmt: skip
 
 
-def _result_rows(path: Path) -> Iterator[dict[str, str]]:
+def _result_rows(raw: bytes) -> Iterator[dict[str, str]]:
     """Rows of a result CSV in whatever dialect it answers (encoding with or without BOM)."""
-    raw = path.read_bytes()
     text = _decode(raw)
     first = text.split("\n", 1)[0]
     delimiter = max(",;\t|", key=first.count)
@@ -535,5 +562,11 @@ __all__ = [
     "ActionDetail", "ActionFilter", "ActionItem", "ActionRow", "FileFilter", "FileRow",
     "HistoryEntry", "LineError", "Page", "action_campaign", "action_history", "action_ids_matching",
     "count_actions_upto", "decode_cursor", "encode_cursor", "file_stats", "get_action", "get_file",
-    "iter_actions", "line_errors", "list_actions", "list_files", "locking_soon",
+    "iter_actions", "last_job_run", "line_errors", "list_actions", "list_files", "locking_soon",
+    "result_errors", "spool_path",
 ]
+
+
+def last_job_run(conn: Connection, job_id: str) -> datetime | None:
+    """When a scheduled job (e.g. "lock") last ran successfully, or None."""
+    return conn.scalar(select(t.job_runs.c.last_run_at).where(t.job_runs.c.job_id == job_id))
