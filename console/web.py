@@ -46,7 +46,27 @@ def templates() -> Environment:
     env.filters["day"] = lambda d: d.strftime("%Y-%m-%d") if d else ""
     env.filters["until"] = until
     env.filters["num"] = lambda n: f"{n:,}"
+    env.filters["detail"] = detail_lines
     return env
+
+
+def detail_lines(detail: dict[str, Any]) -> list[str]:
+    """An audit entry's details as sentences: item changes, customer status, an override."""
+    lines = []
+    for item in detail.get("items") or []:
+        lines.append(
+            f"item {item.get('sku')}: quantity {item.get('old_quantity')} → "
+            f"{item.get('new_quantity')}, amount {money_text(item.get('old_amount'))} → "
+            f"{money_text(item.get('new_amount'))}"
+        )
+    status = detail.get("customer_status")
+    if isinstance(status, dict):
+        lines.append(f"customer status {status.get('old') or '—'} → {status.get('new') or '—'}")
+    if detail.get("override"):
+        lines.append(f"operator override ({detail['override']})")
+    known = {"items", "customer_status", "override"}
+    lines += [f"{k.replace('_', ' ')}: {v}" for k, v in sorted(detail.items()) if k not in known]
+    return lines
 
 
 def when(moment: datetime | None) -> str:

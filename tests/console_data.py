@@ -19,11 +19,13 @@ def seed_actions(
     prefix: str | None = None,
     items: bool = True,
     partners: int = 50,
+    partner_prefix: str = "P",
     chunk: int = 20_000,
 ) -> list[str]:
     """Insert `n` PENDING sale actions (10% payout) one hour apart, locking 27 days after the
     event; every tenth gets two items. Ids `<prefix>-<k>` (prefix defaults to the campaign)."""
     start = start or datetime.now(UTC) - timedelta(days=20)
+    orders = "O" if prefix is None else f"{prefix}-O"
     prefix = prefix or campaign.upper()
     ids: list[str] = []
     batch: list[dict[str, Any]] = []
@@ -35,7 +37,8 @@ def seed_actions(
         has = items and k % 10 == 0
         batch.append({
             "id": aid, "campaign_id": campaign, "event_type_id": tracker,
-            "order_id": f"O{k:07d}", "partner_id": f"P{k % partners:03d}", "event_at": at,
+            "order_id": f"{orders}{k:07d}", "partner_id": f"{partner_prefix}{k % partners:03d}",
+            "event_at": at,
             "lock_at": at + timedelta(days=27), "currency": "USD", "amount": amount,
             "payout": amount // 10, "customer_status": "NEW", "state": "PENDING",
             "mod_count": 0, "orig_amount": amount, "orig_payout": amount // 10,
