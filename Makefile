@@ -31,13 +31,13 @@ run: $(STAMP)
 
 ## Run the whole test suite (plus ruff and mypy).
 test: $(TESTSTAMP)
-	$(BIN)/ruff check ingest channels parsers returnsd scheduler.py tests bench
+	$(BIN)/ruff check ingest channels parsers console returnsd scheduler.py tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(TESTSTAMP)
-	$(BIN)/ruff check ingest channels parsers returnsd scheduler.py tests bench
-	$(BIN)/ruff format --check ingest channels parsers returnsd scheduler.py tests bench
+	$(BIN)/ruff check ingest channels parsers console returnsd scheduler.py tests bench
+	$(BIN)/ruff format --check ingest channels parsers console returnsd scheduler.py tests bench
 
 typecheck: $(TESTSTAMP)
 	$(BIN)/mypy

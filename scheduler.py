@@ -1,7 +1,8 @@
 """The scheduled jobs and their triggers (APScheduler 3.x); the work itself comes from the daemon.
 
 Jobs: one pull per campaign with a `pull` source (cron in the campaign's time zone), the lock job
-(`settings.lock_schedule`, UTC) and the daily retention job. Misfires are caught up, not skipped:
+(`settings.lock_schedule`, UTC), the daily retention job, and with the console its scheduled
+reports (looked for every minute). Misfires are caught up, not skipped:
 `misfire_grace_time=None` while running, and at build time every job whose latest fire time is
 after its last successful run (kept by the daemon in `job_runs`) is given an immediate first run.
 """
@@ -24,6 +25,8 @@ log = logging.getLogger("returnsd.scheduler")
 
 LOCK_JOB = "lock"
 RETENTION_JOB = "retention"
+REPORTS_JOB = "reports"
+REPORTS_SCHEDULE = "* * * * *"  # due scheduled reports are looked for every minute
 JOB_DEFAULTS: dict[str, Any] = {
     "misfire_grace_time": None,  # a late run still runs (3.x default is 1 s: B5)
     "coalesce": True,  # several missed fire times → one run
@@ -40,6 +43,7 @@ class Jobs:
     retention: Callable[[], None]
     last_run: Callable[[str], datetime | None]
     set_last_run: Callable[[str, datetime], None]
+    reports: Callable[[], None] | None = None  # the console's scheduled reports, when it runs
 
 
 def pull_job_id(campaign_id: str) -> str:
@@ -61,6 +65,8 @@ def _plan(settings: Settings, jobs: Jobs) -> list[tuple[str, CronTrigger, Callab
         (LOCK_JOB, _cron(settings.lock_schedule, UTC, "lock_schedule"), jobs.lock),
         (RETENTION_JOB, _cron(settings.retention_schedule, UTC, "retention"), jobs.retention),
     ]
+    if jobs.reports is not None:
+        plan.append((REPORTS_JOB, _cron(REPORTS_SCHEDULE, UTC, "reports"), jobs.reports))
     pull_on = settings.channels.pull is not None and settings.channels.pull.enabled
     for campaign in settings.campaigns:
         if campaign.pull is None:

@@ -20,6 +20,7 @@ import pandas as pd
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
 from ingest.engine import DryRun, apply_rows, campaign_of, dry_run
+from ingest.reasons import allowed
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
 from ingest.store import Store
 from parsers.base import RawTable
@@ -177,6 +178,11 @@ def canonical_rows(changes: Sequence[Change], codes: Mapping[str, str], role: Ro
     ops = np.array([OP_CODES[c.operation] for c in changes], dtype=np.int64)
     override = np.array([c.override_cpc and role == Role.OPERATOR for c in changes], dtype=bool)
     return rows.assign(op=ops[index], override_cpc=override[index])
+
+
+def reasons_for(operation: Operation, custom: Mapping[str, str]) -> list[str]:
+    """The reasons that fit `operation`: standard ones, then the campaign's custom codes."""
+    return allowed(OP_CODES[operation], custom)
 
 
 def _implied_zero(

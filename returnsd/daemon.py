@@ -63,6 +63,7 @@ class Daemon:
         ]
         self.threads: list[threading.Thread] = []
         self.scheduler: Any = None
+        self.console: Any = None
 
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
@@ -77,6 +78,7 @@ class Daemon:
                 channel.start()
                 self.channels[name] = channel
                 log.info("channel %s started", name)
+            self._start_console()
         except BaseException:
             self.stop()
             raise
@@ -84,6 +86,45 @@ class Daemon:
         self.scheduler = self._scheduler()
         self.scheduler.start()
         log.info("returnsd running: channels %s", ", ".join(self.channels) or "none")
+
+    def _start_console(self) -> None:
+        """The web console, when configured: one more way in, started like a channel."""
+        opts = self.settings.console
+        if opts is None or not opts.enabled:
+            return
+        from console.context import ConsoleContext
+        from console.server import ConsoleServer
+
+        ctx = ConsoleContext(self.settings, self.store, self.ctx.spool, opts,
+                             running=lambda: list(self.channels),
+                             send_mail=self._report_mailer())  # fmt: skip
+        self.console = ConsoleServer(ctx)
+        self.console.start()
+
+    def _report_mailer(self) -> Callable[[Any], None]:
+        """How scheduled reports are mailed: the outbound relay, or the outbox without one."""
+        from channels.smtp_mail import Relay
+        from channels.smtp_outbox import Outbox
+        from ingest.config import SmtpOptions
+
+        opts = self.settings.channels.smtp or SmtpOptions(port=0)
+        relay = Relay(opts)
+        if relay.configured:
+            return relay.send
+        outbox = Outbox(self.settings.path(opts.outbox_dir))
+
+        def to_outbox(msg: Any) -> None:
+            outbox.put(msg)
+
+        return to_outbox
+
+    def _reports_job(self) -> None:
+        from console.schedules import run_due
+
+        if self.console is not None:
+            ran = run_due(self.console.ctx)
+            if ran:
+                log.info("scheduled reports: %s", ", ".join(f"{i} {s}" for i, s in ran))
 
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
@@ -107,6 +148,7 @@ class Daemon:
             retention=partial(self._retention_job, purge),
             last_run=ledger.last_run,
             set_last_run=ledger.set_last_run,
+            reports=self._reports_job if self.console is not None else None,
         )
         return build_scheduler(self.settings, jobs)
 
@@ -164,6 +206,9 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
         for name in reversed(list(self.channels)):
             try:
                 self.channels[name].stop()

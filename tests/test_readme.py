@@ -29,7 +29,7 @@ from tests.conftest import need
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
-DOCUMENTED_PORTS = {"ftp": 2121, "smtp": 2525, "http": 8080}
+DOCUMENTED_PORTS = {"ftp": 2121, "smtp": 2525, "http": 8080, "console": 8000}
 
 
 def blocks(language: str, marker: str | None = None) -> list[str]:
@@ -61,7 +61,7 @@ class Demo:
         doc = yaml.safe_load((ROOT / "config.yaml").read_text())
         doc["database_url"] = f"sqlite:///{folder / 'var' / 'returnsd.db'}"
         for name, port in self.ports.items():
-            doc["channels"][name]["port"] = port
+            (doc["console"] if name == "console" else doc["channels"][name])["port"] = port
         passive = free_port()
         doc["channels"]["ftp"]["passive_ports"] = [passive, passive]
         doc["channels"]["ftp"]["failed_login_delay"] = 0.1

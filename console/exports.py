@@ -1,0 +1,177 @@
+"""A listing view as CSV (streamed), XLSX (numbers and dates typed, header frozen) or PDF (a
+paginated table with title, filters, generation time and totals), in bounded memory.
+
+The rows come a keyset page at a time from `ingest.queries.iter_actions`; XLSX and PDF are built
+in a temporary file (openpyxl's write-only mode, reportlab's canvas page by page), never as a
+whole document in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ingest.domain import money_text
+from ingest.queries import ActionRow
+
+COLUMNS = ("ActionId", "CampaignId", "ActionTrackerId", "OrderId", "PartnerId", "EventDate",
+           "LockDate", "Amount", "Payout", "Currency", "CustomerStatus", "State",
+           "Modifications")  # fmt: skip
+FORMATS = {"csv": "text/csv", "pdf": "application/pdf",
+           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}  # fmt: skip
+
+
+def _values(r: ActionRow) -> list[Any]:
+    return [r.id, r.campaign_id, r.event_type_id, r.order_id, r.partner_id, r.event_at,
+            r.lock_at, Decimal(money_text(r.amount)), Decimal(money_text(r.payout)), r.currency,
+            r.customer_status or "", r.state, r.mod_count]  # fmt: skip
+
+
+def _safe(value: Any) -> Any:
+    """Neutralise text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_chunks(rows: Iterable[ActionRow]) -> Iterator[bytes]:
+    """The rows as CSV (UTF-8 with BOM so Excel reads it), a few hundred rows per chunk."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    yield b"\xef\xbb\xbf" + buf.getvalue().encode()
+    buf.seek(0)
+    buf.truncate()
+    for k, r in enumerate(rows, 1):
+        vals = _values(r)
+        vals[5], vals[6] = r.event_at.isoformat(), r.lock_at.isoformat()
+        writer.writerow([_safe(v) for v in vals])
+        if k % 500 == 0:
+            yield buf.getvalue().encode()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode()
+
+
+def write_xlsx(rows: Iterable[ActionRow], path: Path, title: str) -> int:
+    """Write the rows to an XLSX file; return how many."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet(title[:31] or "actions")
+    ws.freeze_panes = "A2"
+    bold = Font(bold=True)
+    header = []
+    for name in COLUMNS:
+        cell = WriteOnlyCell(ws, value=name)
+        cell.font = bold
+        header.append(cell)
+    ws.append(header)
+    n = 0
+    for r in rows:
+        cells: list[Any] = []
+        for k, v in enumerate(_values(r)):
+            if isinstance(v, datetime):
+                cell = WriteOnlyCell(ws, value=v.astimezone(UTC).replace(tzinfo=None))
+                cell.number_format = "yyyy-mm-dd hh:mm"
+            elif isinstance(v, Decimal):
+                cell = WriteOnlyCell(ws, value=float(v))  # Excel's numbers are doubles
+                cell.number_format = "#,##0.00"
+            else:
+                cell = WriteOnlyCell(ws, value=_safe(v) if k != 2 else v)
+            cells.append(cell)
+        ws.append(cells)
+        n += 1
+    wb.save(path)
+    return n
+
+
+PDF_COLUMNS = (("Action", 110), ("Order", 80), ("Partner", 60), ("Tracker", 45),
+               ("Event date", 80), ("Lock date", 80), ("Amount", 65), ("Payout", 60),
+               ("State", 60), ("Mods", 30))  # fmt: skip
+
+
+def write_pdf(
+    rows: Iterable[ActionRow], path: Path, title: str, filters: list[tuple[str, str]]
+) -> int:
+    """Write the rows as a paginated PDF table with a title, the filters, the time and totals."""
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.pdfgen.canvas import Canvas
+
+    width, height = landscape(A4)
+    pdf = Canvas(str(path), pagesize=(width, height), pageCompression=1)
+    pdf.setTitle(title)
+    margin, line = 36, 12
+    state = {"page": 0, "y": 0.0}
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def new_page() -> None:
+        if state["page"]:
+            pdf.showPage()
+        state["page"] += 1
+        y = height - margin
+        if state["page"] == 1:
+            pdf.setFont("Helvetica-Bold", 14)
+            pdf.drawString(margin, y, title)
+            y -= 16
+            pdf.setFont("Helvetica", 8)
+            pdf.drawString(margin, y, f"Generated {generated}")
+            for label, value in filters:
+                y -= 10
+                pdf.drawString(margin, y, f"{label}: {value}")
+            y -= 16
+        pdf.setFont("Helvetica", 7)
+        pdf.drawRightString(width - margin, margin / 2, f"{title} — page {state['page']}")
+        pdf.setFont("Helvetica-Bold", 7.5)
+        x = margin
+        for name, w in PDF_COLUMNS:
+            pdf.drawString(x, y, name)
+            x += w
+        pdf.line(margin, y - 3, width - margin, y - 3)
+        state["y"] = y - line
+        pdf.setFont("Helvetica", 7.5)
+
+    new_page()
+    n, amount, payout = 0, 0, 0
+    for r in rows:
+        if state["y"] < margin + line:
+            new_page()
+        cells = (r.id, r.order_id, r.partner_id, str(r.event_type_id),
+                 r.event_at.strftime("%Y-%m-%d %H:%M"), r.lock_at.strftime("%Y-%m-%d %H:%M"),
+                 money_text(r.amount), money_text(r.payout), r.state, str(r.mod_count))  # fmt: skip
+        x = margin
+        for (name, w), text in zip(PDF_COLUMNS, cells, strict=True):
+            if name in ("Amount", "Payout"):
+                pdf.drawRightString(x + w - 8, state["y"], text)
+            else:
+                pdf.drawString(x, state["y"], text[:24])
+            x += w
+        state["y"] -= line
+        n += 1
+        amount += r.amount
+        payout += r.payout
+    if state["y"] < margin + 3 * line:
+        new_page()
+    pdf.setFont("Helvetica-Bold", 8)
+    y = state["y"] - 4
+    pdf.line(margin, y + 9, width - margin, y + 9)
+    pdf.drawString(margin, y, f"Totals: {n:,} actions · amount {money_text(amount)} · "
+                   f"payout {money_text(payout)}")  # fmt: skip
+    pdf.save()
+    return n
+
+
+def temp_path(suffix: str) -> Path:
+    """A temporary file the caller removes once it has been sent."""
+    fd, name = tempfile.mkstemp(prefix="returnsd-export-", suffix=suffix)
+    os.close(fd)
+    return Path(name)
