@@ -51,6 +51,7 @@ from channels.http_docs import (
     upload_body,
     upload_responses,
 )
+from channels.impact_api import mount_impact
 from channels.intake import Intake, Refusal, RefusalKind, Sender
 from ingest.errors import Transient
 from ingest.results import FileOutcome
@@ -350,5 +351,6 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         summary="Health",
         response_model=Health,
     )(api.health)
+    mount_impact(app, ctx)  # impact.com's Actions API under /Advertisers/{AccountSID}/
     mount_docs(app)
     return app

@@ -9,17 +9,19 @@ engine path as a file row; each applied change is in the audit trail with its ac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Connection
 
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
 from ingest.engine import apply_rows, campaign_of
+from ingest.reasons import NO_OP
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
 from ingest.store import Store
 from parsers.base import RawTable
@@ -33,6 +35,7 @@ class Operation(StrEnum):
     REVERSE = "reverse"
     MODIFY = "modify"
     RESET = "reset"  # "restore" in the CLI: back to the original values and PENDING
+    ROW = "row"  # what a file row with these values does (the reason and amount decide)
 
 
 class Role(StrEnum):
@@ -47,13 +50,14 @@ OP_CODES = {
     Operation.REVERSE: OP_REVERSE,
     Operation.MODIFY: OP_MODIFY,
     Operation.RESET: OP_RESET,
+    Operation.ROW: NO_OP,
 }
 DEFAULT_REASONS = {
     Operation.APPROVE: "APPROVED",
     Operation.REVERSE: "OTHER",
     Operation.MODIFY: "ORDER_UPDATE",
     Operation.RESET: "RESET",
-}
+}  # a ROW has none: like a file row without a Reason, it is MALFORMED
 NO_AMOUNT = {"RESET", "APPROVED"}
 
 
@@ -70,9 +74,12 @@ class ItemEdit:
 
 @dataclass(frozen=True)
 class Change:
-    """One requested change to one action; values are text, validated like a file's cells."""
+    """One requested change to one action; values are text, validated like a file's cells.
 
-    action_id: str
+    The action is named by `action_id`, or (as in a file) by `order_id` + `tracker`.
+    """
+
+    action_id: str | None
     operation: Operation
     reason: str | None = None
     amount: str | None = None  # the new total sale amount (modify)
@@ -80,13 +87,16 @@ class Change:
     items: tuple[ItemEdit, ...] = ()
     currency: str | None = None
     override_cpc: bool = False  # reverse/modify a CPC action: operators only, recorded
+    order_id: str | None = None
+    tracker: str | None = None  # the ActionTrackerId that goes with order_id
+    require_reason: bool = False  # no default reason: a missing one is MALFORMED, as in a file
 
 
 @dataclass(frozen=True)
 class ChangeOutcome:
     """What became of one change: APPLIED | UNCHANGED | ERROR, why, and old/new values."""
 
-    action_id: str
+    action_id: str | None
     status: str
     error_code: str | None
     error_type: str | None
@@ -111,11 +121,14 @@ def apply_changes(
     actor: str,
     channel: str,
     role: Role,
+    then: Callable[[Connection, list[ChangeOutcome]], None] | None = None,
 ) -> list[ChangeOutcome]:
     """Apply changes to a campaign's actions, in order, under the rules a file row obeys.
 
     `actor` is who asked (a user, a token, a Salesforce org…), `channel` through what (cli,
-    console, api…); `role` decides whether an explicit CPC override is honoured.
+    console, api…); `role` decides whether an explicit CPC override is honoured. `then` runs
+    in the same transaction with the outcomes, so a caller can record them atomically with
+    the changes (raising there undoes the changes).
     """
     campaign = campaign_of(settings, campaign_id)
     codes = dict(campaign.disposition_codes)
@@ -139,7 +152,10 @@ def apply_changes(
         run = apply_rows(
             conn, store.sql, settings, campaign, rows, raw, channel=channel, actor=actor
         )
-    return _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
+        outcomes = _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
+        if then is not None:
+            then(conn, outcomes)
+    return outcomes
 
 
 def apply_change(
@@ -166,11 +182,12 @@ def _frame(changes: Sequence[Change]) -> pd.DataFrame:
     """The changes as a canonical text frame (one row per change, or per item edit)."""
     records: list[dict[str, Any]] = []
     for line, c in enumerate(changes, start=1):
-        reason = c.reason or DEFAULT_REASONS[c.operation]
-        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency}
-        if c.operation == Operation.MODIFY:
+        reason = c.reason or (None if c.require_reason else DEFAULT_REASONS.get(c.operation))
+        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency,
+                "order_id": c.order_id, "tracker": c.tracker}  # fmt: skip
+        if c.operation in (Operation.MODIFY, Operation.ROW):
             base["customer_status"] = c.customer_status
-        if c.items and c.operation == Operation.MODIFY:
+        if c.items and c.operation in (Operation.MODIFY, Operation.ROW):
             records.extend(
                 {**base, "is_item": True, "sku": i.sku, "quantity": i.quantity,
                  "item_amount": i.amount, "item_price": i.price, "category": i.category}

@@ -71,6 +71,8 @@ class Daemon:
         self.ctx.spool.on_queued(self._wake_workers)
         for i, worker in enumerate(self.workers):
             self._thread(f"worker-{i}", partial(worker.run, self.stopping))
+        if self.settings.impact_api.enabled:
+            self._start_api_applier()
         try:
             for name in enabled_channels(self.settings):
                 channel = CHANNELS[name](self.ctx)
@@ -84,6 +86,15 @@ class Daemon:
         self.scheduler = self._scheduler()
         self.scheduler.start()
         log.info("returnsd running: channels %s", ", ".join(self.channels) or "none")
+
+    def _start_api_applier(self) -> None:
+        """The impact-compatible API's accounts from the config, and its submissions' applier."""
+        from ingest.api_accounts import Accounts
+        from ingest.submissions import Applier
+
+        Accounts(self.store).sync_config(self.settings)
+        applier = Applier(self.settings, self.store)
+        self._thread("api-submissions", partial(applier.run, self.stopping))
 
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
