@@ -26,6 +26,8 @@ from ingest.errors import ConfigError
 __all__ = [
     "Campaign",
     "Channels",
+    "ConsoleOptions",
+    "ConsoleUser",
     "DropdirOptions",
     "EventType",
     "FtpAccount",
@@ -130,6 +132,30 @@ class Channels(Strict):
     pull: PullOptions | None = None
 
 
+class ConsoleUser(Strict):
+    """A console user the config creates at start when missing (e.g. the demo users)."""
+
+    role: str = Field(pattern="^(operator|advertiser)$")
+    password_hash: str
+    campaigns: list[str] = Field(default_factory=list)
+    name: str | None = None
+    email: str | None = None
+
+
+class ConsoleOptions(Listen):
+    """The web console: where it listens, TLS, session expiry and login throttling."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: int = Field(default=12, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
+    login_failures_per_user: int = Field(default=5, ge=1)  # then that login waits out the window
+    login_failures_per_address: int = Field(default=20, ge=1)
+    users: dict[str, ConsoleUser] = Field(default_factory=dict)
+
+
 class Limits(Strict):
     """Limits on what a file may be."""
 
@@ -155,6 +181,7 @@ class Settings(Strict):
     limits: Limits = Limits()
     channels: Channels = Channels()
     impact_api: ImpactApiOptions = ImpactApiOptions()
+    console: ConsoleOptions | None = None
     campaigns: list[Campaign]
     base_dir: Path = Path(".")
 

@@ -246,3 +246,99 @@ api_submissions = Table(
     Index("ix_api_submissions_status", "status", "seq"),
     Index("ix_api_submissions_sid", "sid", "submitted_at"),
 )
+
+# --- the web console: users, their sessions and login attempts, saved views, scheduled reports.
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=True),
+    Column("role", String(16), nullable=False),  # operator | advertiser
+    Column("campaigns", JSON, nullable=False, default=list),  # advertisers: what they may see
+    Column("email", Text, nullable=True),
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("password_changed_at", UtcDateTime, nullable=False),
+)
+
+# Server-side sessions: the cookie holds a random token, the table only its SHA-256, so a leaked
+# database does not hand out live sessions. Logout and revoke set revoked_at.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the cookie token
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("address", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),  # the absolute expiry
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("login", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_login_attempts_login", "login", "at"),
+    Index("ix_login_attempts_address", "address", "at"),
+)
+
+saved_views = Table(
+    "saved_views",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("page", String(16), nullable=False),  # pending | reversed
+    Column("query", Text, nullable=False),  # the view's URL query string
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+report_schedules = Table(
+    "report_schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("page", String(16), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("format", String(8), nullable=False),  # csv | xlsx | pdf
+    Column("frequency", String(8), nullable=False),  # daily | weekly | monthly
+    Column("at_time", String(5), nullable=False),  # HH:MM in `timezone`
+    Column("timezone", String(64), nullable=False),
+    Column("weekday", Integer, nullable=True),  # weekly: 0 = Monday
+    Column("monthday", Integer, nullable=True),  # monthly: 1..28
+    Column("recipients", JSON, nullable=False),
+    Column("skip_if_empty", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),  # failed runs in a row
+    Column("paused", Integer, nullable=False, default=0),
+    Column("next_run_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+report_runs = Table(
+    "report_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_id", Integer, ForeignKey("report_schedules.id"), nullable=False, index=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("status", String(8), nullable=False),  # SENT | SKIPPED | FAILED
+    Column("rows", Integer, nullable=False, default=0),
+    Column("message", Text, nullable=True),
+)
+
+# Keyset pages of a campaign's actions by event date, lock date, partner + event date. Only
+# columns that never change are indexed, so updates of amounts and states stay HOT.
+Index("ix_actions_event", actions.c.campaign_id, actions.c.event_at, actions.c.id)
+Index("ix_actions_lock", actions.c.campaign_id, actions.c.lock_at, actions.c.id)
+Index("ix_actions_partner", actions.c.campaign_id, actions.c.partner_id, actions.c.event_at)
