@@ -19,23 +19,35 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from channels.base import ChannelContext
+from channels.impact_reads import ACTION_PAGES, FILE_PAGES, ImpactReads
 from channels.impact_shapes import (
     WANTS_JSON,
+    Action,
+    ActionItemPage,
+    ActionPage,
+    ActionUpdatePage,
     ApiSubmission,
     ApiSubmissionPage,
+    BadRequest,
+    ErrorDetailPage,
     ErrorEnvelope,
+    FtpFileSubmission,
+    FtpFileSubmissionPage,
     QueuedReply,
     error,
+    iso,
+    page_params,
     paging,
     render,
 )
@@ -49,11 +61,6 @@ MAX_BODY = 64 * 1024
 SCRYPT_AT_ONCE = 2
 UNSUPPORTED = {"itemsubtotaldelta": "ItemSubTotalDelta (relative item amounts)"}
 Handler = Callable[..., Awaitable[Response]]  # (request, principal, **path parameters)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """A timestamp as impact writes it (ISO 8601 with its offset, seconds)."""
-    return moment.isoformat(timespec="seconds") if moment else None
 
 
 class RateLimiter:
@@ -115,15 +122,6 @@ async def request_fields(request: Request) -> list[tuple[str, str]]:
             raise BadRequest(400, "the JSON body must be an object of parameters")
         return fields + [(str(k), "" if v is None else str(v)) for k, v in doc.items()]
     return fields + parse_qsl(text, keep_blank_values=True)
-
-
-class BadRequest(Exception):
-    """A request impact would refuse before queueing it (status and message)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ImpactApi:
@@ -226,21 +224,6 @@ class ImpactApi:
         return render(request, ApiSubmissionPage(**keys, APISubmissions=docs))
 
 
-def page_params(request: Request, default: int, smallest: int, largest: int) -> tuple[int, int]:
-    """`Page` (from 1) and `PageSize` (impact's bounds for the resource), or BadRequest."""
-    q = request.query_params
-    try:
-        page = int(q.get("Page") or 1)
-        size = int(q.get("PageSize") or default)
-    except ValueError:
-        raise BadRequest(400, "Page and PageSize must be whole numbers") from None
-    if page < 1 or page > 1_000_000:
-        raise BadRequest(400, "Page must be between 1 and 1000000")
-    if not smallest <= size <= largest:
-        raise BadRequest(400, f"PageSize must be between {smallest} and {largest}")
-    return page, size
-
-
 def submission_doc(s: Submission) -> ApiSubmission:
     """A stored submission in impact's shape."""
     message = (s.outcome or {}).get("message") if s.error_reason else None
@@ -303,6 +286,15 @@ FORM_BODY = {
 }
 
 
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """A malformed parameter: impact's 400 envelope under /Advertisers, FastAPI's 422 elsewhere."""
+    assert isinstance(exc, RequestValidationError)
+    if not request.url.path.startswith("/Advertisers/"):
+        return await request_validation_exception_handler(request, exc)
+    problems = [f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()]
+    return error(request, 400, "; ".join(problems) or "malformed request")
+
+
 class JsonSuffix:
     """ASGI middleware: `/Advertisers/…/X.json` is `/Advertisers/…/X` answered in JSON."""
 
@@ -318,16 +310,23 @@ class JsonSuffix:
 
 
 SID = Annotated[str, Path(description="Your AccountSID")]
+ACTION = Annotated[str, Path(description="The action's Id")]
+Q = Annotated[str | None, Query()]
+WHEN = Annotated[str | None, Query(description="ISO 8601 date-time (no zone: UTC)")]
+STATE = Annotated[
+    Literal["PENDING", "APPROVED", "REVERSED"] | None, Query(description="impact's states")
+]
 BATCH = Annotated[str, Path(description="The BatchId of …/APISubmissions/{BatchId}")]
-PAGE = Annotated[int | None, Query(alias="Page", ge=1, le=1_000_000, description="From 1")]
+PAGE = Annotated[int | None, Query(ge=1, le=1_000_000, description="From 1")]
 
 
-def page_size(default: int, smallest: int, largest: int) -> Any:
-    """The `PageSize` parameter with a resource's bounds."""
-    return Annotated[
-        int | None,
-        Query(alias="PageSize", ge=smallest, le=largest, description=f"Default {default}"),
-    ]
+ACTION_PAGE_SIZE = Annotated[
+    int | None, Query(ge=ACTION_PAGES[1], le=ACTION_PAGES[2], description="Default 20000")
+]
+FILE_PAGE_SIZE = Annotated[
+    int | None, Query(ge=FILE_PAGES[1], le=FILE_PAGES[2], description="Default 100")
+]
+SUBMISSION_PAGE_SIZE = Annotated[int | None, Query(ge=1, le=1000, description="Default 100")]
 
 
 def mount_impact(app: FastAPI, ctx: ChannelContext) -> ImpactApi | None:
@@ -336,6 +335,7 @@ def mount_impact(app: FastAPI, ctx: ChannelContext) -> ImpactApi | None:
         return None
     api = ImpactApi(ctx)
     app.add_middleware(JsonSuffix)
+    app.add_exception_handler(RequestValidationError, _invalid)
     route = api.guarded
 
     def add(method: str, path: str, endpoint: Any, model: type, summary: str,
@@ -357,13 +357,61 @@ def mount_impact(app: FastAPI, ctx: ChannelContext) -> ImpactApi | None:
 
     async def list_submissions(
         request: Request, sid: SID, Page: PAGE = None,
-        PageSize: page_size(100, 1, 1000) = None,  # type: ignore[valid-type]
+        PageSize: SUBMISSION_PAGE_SIZE = None,
     ) -> Response:  # fmt: skip
         return await route(request, sid, api.submissions_page)
 
     async def get_submission(request: Request, sid: SID, batch_id: BATCH) -> Response:
         return await route(request, sid, api.submission, batch_id=batch_id)
 
+    reads = ImpactReads(ctx.settings, ctx.spool.store.read)
+
+    async def list_actions(
+        request: Request, sid: SID, CampaignId: Q = None, State: STATE = None,
+        StartDate: WHEN = None, EndDate: WHEN = None, ActionDateStart: WHEN = None,
+        ActionDateEnd: WHEN = None, LockingDateStart: WHEN = None, LockingDateEnd: WHEN = None,
+        Page: PAGE = None, PageSize: ACTION_PAGE_SIZE = None,
+    ) -> Response:  # fmt: skip
+        return await route(request, sid, reads.actions)
+
+    async def get_action(request: Request, sid: SID, action_id: ACTION) -> Response:
+        return await route(request, sid, reads.action, action_id=action_id)
+
+    async def get_items(request: Request, sid: SID, action_id: ACTION) -> Response:
+        return await route(request, sid, reads.items, action_id=action_id)
+
+    async def list_updates(
+        request: Request, sid: SID, CampaignId: Q = None, ActionId: Q = None,
+        StartDate: WHEN = None, EndDate: WHEN = None, Page: PAGE = None,
+        PageSize: ACTION_PAGE_SIZE = None,
+    ) -> Response:  # fmt: skip
+        return await route(request, sid, reads.updates)
+
+    async def list_files(
+        request: Request, sid: SID, CampaignId: Q = None, SubmissionDateStart: WHEN = None,
+        SubmissionDateEnd: WHEN = None, CompletedDateStart: WHEN = None,
+        CompletedDateEnd: WHEN = None, Page: PAGE = None, PageSize: FILE_PAGE_SIZE = None,
+    ) -> Response:  # fmt: skip
+        return await route(request, sid, reads.files)
+
+    async def get_file(request: Request, sid: SID, batch_id: BATCH) -> Response:
+        return await route(request, sid, reads.file, batch_id=batch_id)
+
+    async def get_errors(
+        request: Request, sid: SID, batch_id: BATCH, Page: PAGE = None,
+        PageSize: FILE_PAGE_SIZE = None,
+    ) -> Response:  # fmt: skip
+        return await route(request, sid, reads.error_details, batch_id=batch_id)
+
+    add("GET", "/Actions", list_actions, ActionPage, "List a campaign's actions")
+    add("GET", "/Actions/{action_id}", get_action, Action, "An action")
+    add("GET", "/Actions/{action_id}/Items", get_items, ActionItemPage, "An action's items")
+    add("GET", "/ActionUpdates", list_updates, ActionUpdatePage, "List action updates")
+    add("GET", "/FTPFileSubmissions", list_files, FtpFileSubmissionPage,
+        "List file submissions (every channel)")  # fmt: skip
+    add("GET", "/FTPFileSubmissions/{batch_id}", get_file, FtpFileSubmission, "A file submission")
+    add("GET", "/FTPFileSubmissions/{batch_id}/ErrorDetails", get_errors, ErrorDetailPage,
+        "A file submission's line errors")  # fmt: skip
     add("PUT", "/Actions", put_actions, QueuedReply, "Modify an action (queued)", body=True)
     add("DELETE", "/Actions", delete_actions, QueuedReply, "Reverse an action (queued)", body=True)
     add("POST", "/Actions", post_actions, QueuedReply, "PUT or DELETE via _method", body=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -311,3 +312,44 @@ def _items(parent: ET.Element, name: str, values: Sequence[Any]) -> None:
 
 def _singular(name: str) -> str:
     return name[:-1] if name.endswith("s") else name
+
+
+class BadRequest(Exception):
+    """A request impact would refuse before queueing it (status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def page_params(request: Request, default: int, smallest: int, largest: int) -> tuple[int, int]:
+    """`Page` (from 1) and `PageSize` (impact's bounds for the resource), or BadRequest."""
+    q = request.query_params
+    try:
+        page = int(q.get("Page") or 1)
+        size = int(q.get("PageSize") or default)
+    except ValueError:
+        raise BadRequest(400, "Page and PageSize must be whole numbers") from None
+    if page < 1 or page > 1_000_000:
+        raise BadRequest(400, "Page must be between 1 and 1000000")
+    if not smallest <= size <= largest:
+        raise BadRequest(400, f"PageSize must be between {smallest} and {largest}")
+    return page, size
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A timestamp as impact writes it (ISO 8601 with its offset, seconds)."""
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def moment_param(request: Request, name: str) -> datetime | None:
+    """An ISO 8601 query parameter as an aware UTC time (no zone: UTC), or BadRequest."""
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        found = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(400, f"{name} must be an ISO 8601 date-time") from None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)

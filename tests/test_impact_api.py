@@ -234,3 +234,78 @@ def test_queued_before_applied_and_nothing_lost(
         assert [a["new_amount"] for a in api.audit("MOD-1")] == [9000, 8000, 7000]
     finally:
         api.close()
+
+
+def test_get_actions_with_campaign_and_page_size(api: Api) -> None:
+    api.complete(queue(api, "PUT", "ActionId=MOD-1&Amount=60.00&Reason=ITEM_RETURNED"))
+    status, doc = api.curl(actions_url(), "-G", "-d", "CampaignId=shop&PageSize=2000",
+                           user=api.user())  # fmt: skip
+    assert status == 200, doc
+    assert (doc["@page"], doc["@numpages"], doc["@pagesize"]) == ("1", "1", "2000")
+    assert doc["@total"] == str(len(doc["Actions"])) and doc["@nextpageuri"] == ""
+    ids = [a["Id"] for a in doc["Actions"]]
+    assert "MOD-1" in ids and "RS-7" not in ids  # neither date: updated in the last 7 days
+    mod = next(a for a in doc["Actions"] if a["Id"] == "MOD-1")
+    assert (mod["Amount"], mod["IntendedAmount"], mod["DeltaAmount"]) == ("60.00", "100.00",
+                                                                          "-40.00")  # fmt: skip
+    assert mod["Uri"] == f"/Advertisers/{SHOP_SID}/Actions/MOD-1" and mod["State"] == "PENDING"
+    status, doc = api.curl(actions_url(), "-G", "-d", "CampaignId=shop&State=REVERSED",
+                           user=api.user())  # fmt: skip
+    assert status == 200 and {a["State"] for a in doc["Actions"]} == {"REVERSED"}, doc
+    status, doc = api.curl(actions_url(), "-G", "-d", "CampaignId=shop&PageSize=100",
+                           user=api.user())  # fmt: skip
+    assert status == 400 and doc["Status"] == "ERROR", doc  # impact's smallest page is 2,000
+    status, doc = api.curl(actions_url(), "-G", "-d", "PageSize=2000", user=api.user())
+    assert status == 400 and "CampaignId" in doc["Message"], doc
+    status, doc = api.curl(actions_url(), "-G", "-d", "CampaignId=other", user=api.user())
+    assert status == 403, doc
+    status, doc = api.curl(actions_url(), "-G", "-d",
+                           "CampaignId=shop&StartDate=2026-01-01T00:00:00Z", user=api.user())
+    assert status == 400, doc
+
+
+def test_action_items_and_updates(api: Api) -> None:
+    api.complete(queue(api, "PUT", "ActionId=IT-1&Sku=SKU-A&Quantity=1&Reason=ORDER_UPDATE"))
+    status, doc = api.curl(actions_url() + "/IT-1", user=api.user())
+    assert status == 200 and doc["Id"] == "IT-1" and doc["Amount"] == "80.00", doc
+    status, doc = api.curl(actions_url() + "/IT-1/Items", user=api.user())
+    assert status == 200, doc
+    assert {(i["Sku"], i["Quantity"], i["Amount"]) for i in doc["Items"]} == {
+        ("SKU-A", "1", "20.00"), ("SKU-B", "1", "60.00")}  # fmt: skip
+    status, doc = api.curl(f"/Advertisers/{SHOP_SID}/ActionUpdates", "-G", "-d",
+                           "ActionId=IT-1", user=api.user())  # fmt: skip
+    assert status == 200, doc
+    (update,) = doc["ActionUpdates"]
+    assert (update["Type"], update["PreviousAmount"], update["Amount"], update["Channel"]) == (
+        "Modification", "100.00", "80.00", "api")
+    status, doc = api.curl(actions_url() + "/NOPE", user=api.user())
+    assert status == 404 and doc["Status"] == "ERROR"
+    other = f"{BOTH_SID}:{api.tokens['other-only']}"
+    status, _ = api.curl(f"/Advertisers/{BOTH_SID}/Actions/IT-1", user=other)
+    assert status == 404  # another campaign's action is not found
+
+
+def test_file_submissions_and_error_details(api: Api) -> None:
+    path = api.env.root / "in" / "returns.csv"
+    path.write_text("ActionId,Amount,Reason\nMOD-1,50.00,ITEM_RETURNED\nNOPE,1.00,OTHER\n"
+                    "MOD-2,1.00,NOT_A_CODE\n")  # fmt: skip
+    run = api.env.ingest(path)
+    assert run.exit_code == 0, run.err
+    status, doc = api.curl(f"/Advertisers/{SHOP_SID}/FTPFileSubmissions", user=api.user())
+    assert status == 200, doc
+    (sub,) = doc["FTPFileSubmissions"]
+    assert (sub["FileName"], sub["Status"], sub["TotalRecords"], sub["TotalErrors"]) == (
+        "returns.csv", "Complete", "3", "2")
+    assert sub["Channel"] == "cli"
+    status, doc = api.curl(sub["ErrorsUri"], user=api.user())
+    assert status == 200, doc
+    assert [(e["Line"], e["Status"], e["Reason"]) for e in doc["ErrorDetails"]] == [
+        ("3", "Contract Error", "ACTION_NOT_FOUND"), ("4", "Validation", "UNKNOWN_REASON")]
+    status, doc = api.curl(f"/Advertisers/{SHOP_SID}/FTPFileSubmissions", "-G", "-d",
+                           "SubmissionDateStart=2000-01-01T00:00:00Z&"
+                           "SubmissionDateEnd=2000-01-02T00:00:00Z", user=api.user())  # fmt: skip
+    assert status == 200 and doc["FTPFileSubmissions"] == [] and doc["@total"] == "0", doc
+    status, body = api.curl(f"/Advertisers/{SHOP_SID}/FTPFileSubmissions", user=api.user(),
+                            json_out=False)  # fmt: skip
+    assert '<FTPFileSubmissions page="1" numpages="1"' in body, body
+    assert "<FTPFileSubmission><BatchId>" in body
