@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ingest import tables as t
+from ingest.checking import DryRun, check_file
 from ingest.config import Settings
 from ingest.domain import money_text
-from ingest.engine import DryRun, dry_run
 from ingest.files import FileLifecycle
 from ingest.results import FileOutcome, ResultStore
 from ingest.spool import PROCESSING, QUEUED, Spool
@@ -98,13 +98,8 @@ def _run_now(settings: Settings, store: Store, file_id: str, progress: bool) -> 
 
 
 def dry_run_file(settings: Settings, store: Store, path: Path, campaign_id: str) -> DryRun:
-    """Check a local file without applying or recording it: its summary and result CSV.
-
-    Not recorded on purpose: a dry run's hash would make the real upload of the same bytes a
-    DUPLICATE, and the files list stays the list of what was received for applying.
-    """
-    with store.read() as conn:
-        return dry_run(conn, store.sql, settings, campaign_id, path.name, path.read_bytes())
+    """Check a local file without applying or recording it: its summary and result CSV."""
+    return check_file(settings, store, campaign_id, path.name, path.read_bytes())
 
 
 def reprocess_file(
