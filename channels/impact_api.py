@@ -140,6 +140,8 @@ class ImpactApi:
         creds = basic_credentials(request)
         principal = None
         if creds is not None and creds[0] == sid:
+            principal = self.auth.cached(*creds)
+        if principal is None and creds is not None and creds[0] == sid:
             if self._scrypt is None:
                 self._scrypt = asyncio.Semaphore(SCRYPT_AT_ONCE)
             async with self._scrypt:

@@ -70,6 +70,10 @@ def new_token() -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(32))
 
 
+def _key(sid: str, token: str) -> str:
+    return hashlib.sha256(f"{sid}\0{token}".encode()).hexdigest()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -179,14 +183,19 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, sid: str, token: str) -> Principal | None:
+        """The caller if this pair was verified in the last `CACHE_SECONDS` (no scrypt, no I/O)."""
+        hit = self._cache.get(_key(sid, token))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def check(self, sid: str, token: str) -> Principal | None:
         """The caller when the pair is valid and the token not revoked, else None (may be slow)."""
         if not sid or not token or len(token) > MAX_TOKEN_LENGTH or len(sid) > 64:
             return None
-        key = hashlib.sha256(f"{sid}\0{token}".encode()).hexdigest()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        key = _key(sid, token)
+        hit = self.cached(sid, token)
+        if hit is not None:
+            return hit
         found = self._verify(sid, token)
         with self._lock:
             if found is None:

@@ -32,6 +32,9 @@ from ingest.store import Store
 log = logging.getLogger(f"returnsd.{__name__}")
 CHANNEL = "api"
 IDLE_SECONDS = 0.1  # how often an idle applier looks for new submissions
+# After a batch that was not full, let requests gather this long: a batch costs about the same
+# for 1 request as for 500, and the intake writes freely meanwhile.
+LINGER_SECONDS = 0.25
 
 
 class SubmissionType(StrEnum):
@@ -313,8 +316,8 @@ class Applier:
                 log.exception("api submissions: unexpected error")
                 done = 0
                 stopping.wait(1.0)
-            if not done:
-                stopping.wait(IDLE_SECONDS)
+            if done < self.batch:
+                stopping.wait(LINGER_SECONDS if done else IDLE_SECONDS)
 
     def run_once(self) -> int:
         """Apply the oldest submissions (at most one batch); return how many were completed."""
