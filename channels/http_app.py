@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated
-from urllib.parse import quote
+from typing import Annotated, Literal
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -43,6 +43,7 @@ from channels.http_body import (
     too_large,
 )
 from channels.http_docs import (
+    CheckReply,
     FileList,
     FileStatus,
     Health,
@@ -51,8 +52,11 @@ from channels.http_docs import (
     upload_body,
     upload_responses,
 )
+from channels.impact_api import mount_impact
 from channels.intake import Intake, Refusal, RefusalKind, Sender
-from ingest.errors import Transient
+from ingest import queries as q
+from ingest.errors import FileRejected, Transient
+from ingest.operations import check_file
 from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
 
@@ -64,6 +68,10 @@ bearer = HTTPBearer(auto_error=False, description="The campaign's upload token")
 Credentials = HTTPAuthorizationCredentials | None
 Token = Annotated[Credentials, Depends(bearer)]
 NameParam = Annotated[str | None, Query(description="File name for a raw body, e.g. returns.csv")]
+DryRunParam = Annotated[
+    bool, Query(description="Check the file without storing or applying it (SPEC §8)")
+]
+FileStatusName = Literal["QUEUED", "PROCESSING", "COMPLETE", "FAILED", "DUPLICATE"]
 
 
 def _peer(request: Request) -> str | None:
@@ -141,8 +149,13 @@ class HttpApi:
         campaign: str,
         cred: Token,
         name: NameParam = None,
+        dry_run: DryRunParam = False,
     ) -> Response:
-        """Store one returns file for the campaign; answer only once it is durably spooled."""
+        """Store one returns file for the campaign; answer only once it is durably spooled.
+
+        With `dry_run=true` the file is checked instead: the answer is its summary and result
+        CSV exactly as a real run would give them, and nothing is stored, applied or recorded.
+        """
         denied = await self._deny(request, campaign, cred)
         if denied is not None:
             return denied
@@ -151,7 +164,7 @@ class HttpApi:
             return _error(503, "BUSY", "too many uploads at once; retry", **{"Retry-After": "5"})
         self.uploading += 1
         try:
-            return await self._upload(request, campaign, name)
+            return await self._upload(request, campaign, name, dry_run)
         except BodyError as exc:
             self._refused(request, campaign, exc.code)
             return _error(exc.status, exc.code, exc.message)
@@ -161,7 +174,9 @@ class HttpApi:
         finally:
             self.uploading -= 1
 
-    async def _upload(self, request: Request, campaign: str, name: str | None) -> Response:
+    async def _upload(
+        self, request: Request, campaign: str, name: str | None, dry_run: bool = False
+    ) -> Response:
         started = time.monotonic()
         ctype = request.headers.get("content-type")
         media = media_type(ctype)
@@ -175,9 +190,31 @@ class HttpApi:
         else:
             body = await read_raw(request.stream(), raw_name(media, name), self.limit, tmp)
         try:
+            if dry_run:
+                return await self._check(campaign, body)
             return await self._store(request, campaign, body, started)
         finally:
             body.close()
+
+    async def _check(self, campaign: str, body: Upload) -> Response:
+        """The dry run of an uploaded file (the CLI's `ingest --dry-run`: operations.check_file)."""
+        body.file.seek(0)
+        data = body.file.read()
+        store = self.ctx.spool.store
+        try:
+            found = await run_in_threadpool(
+                check_file, store, self.ctx.settings, campaign, body.name, data
+            )
+        except FileRejected as exc:
+            return _error(422, exc.code, exc.message)
+        except Transient as exc:
+            log.warning("http dry run for %s not done: %s", campaign, exc)
+            return _error(503, "TRY_AGAIN", "temporarily unable to check the file; retry")
+        reply = CheckReply(
+            campaign=campaign, name=body.name, summary=found.summary,
+            result_csv=found.result_csv.decode("utf-8-sig", "replace"),
+        )  # fmt: skip
+        return JSONResponse(reply.model_dump())
 
     async def _store(
         self, request: Request, campaign: str, body: Upload, started: float
@@ -257,26 +294,33 @@ class HttpApi:
         campaign: str,
         cred: Token,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Files per page")] = 50,
-        offset: Annotated[int, Query(ge=0, le=100_000, description="Files to skip")] = 0,
+        status: Annotated[
+            list[FileStatusName] | None, Query(description="Only files in these statuses")
+        ] = None,
+        cursor: Annotated[str | None, Query(max_length=200, description="From `next`")] = None,
     ) -> Response:
-        """The campaign's files, newest first, one page at a time (`next` links the next page)."""
+        """The campaign's files, newest first, one keyset page at a time (`next`: the next page)."""
         denied = await self._deny(request, campaign, cred)
         if denied is not None:
             return denied
-        page = await run_in_threadpool(
-            self.ctx.results.recent, campaign=campaign, limit=offset + limit + 1
-        )
-        shown = page[offset : offset + limit]
+        wanted = q.FileFilter(campaign_id=campaign, statuses=tuple(status or ()))
+
+        def page() -> tuple[list[FileOutcome], str | None]:
+            with self.ctx.spool.store.read() as conn:
+                found = q.list_files(conn, wanted, [campaign], cursor=cursor, limit=limit)
+            outcomes = [self.ctx.results.outcome(f.id) for f in found.rows]
+            return [o for o in outcomes if o is not None], found.next_cursor
+
+        shown, following = await run_in_threadpool(page)
         items = [self._status(request, f) for f in shown]
-        more = len(page) > offset + limit
-        base = str(request.url.remove_query_params(["offset", "limit"]))
-        doc = FileList(
-            campaign=campaign,
-            files=items,
-            offset=offset,
-            limit=limit,
-            next=f"{base}?limit={limit}&offset={offset + limit}" if more else None,
-        )
+        nxt = None
+        if following:
+            params = [("limit", str(limit)), *(("status", s) for s in status or ()),
+                      ("cursor", following)]  # fmt: skip
+            nxt = f"{request.url.remove_query_params(['cursor', 'limit', 'status'])}?" + urlencode(
+                params
+            )
+        doc = FileList(campaign=campaign, files=items, limit=limit, cursor=cursor, next=nxt)
         return JSONResponse(doc.model_dump(mode="json", exclude_none=True))
 
     def _status(self, request: Request, outcome: FileOutcome) -> FileStatus:
@@ -340,8 +384,14 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
     app.get(
         "/v1/files/{file_id}/result",
         summary="Result CSV",
-        responses={200: {"content": {"text/csv": {}}}, 409: {}, 404: {}},
-    )(api.result)
+        response_class=Response,
+        responses={
+            200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                  "description": "The result CSV"},
+            409: {"description": "Not finished yet"},
+            404: {"description": "No such file, or it finished without a result"},
+        },
+    )(api.result)  # fmt: skip
     app.get("/v1/files/{file_id}/receipt", summary="Receipt", response_class=PlainTextResponse)(
         api.receipt
     )
@@ -350,5 +400,6 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         summary="Health",
         response_model=Health,
     )(api.health)
+    mount_impact(app, ctx)  # impact.com's Actions API under /Advertisers/{AccountSID}/
     mount_docs(app)
     return app

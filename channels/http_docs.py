@@ -43,7 +43,10 @@ def upload_body() -> dict[str, Any]:
 def upload_responses() -> dict[int | str, dict[str, Any]]:
     """The upload's answers for OpenAPI."""
     return {
-        200: {"model": UploadReply, "description": "DUPLICATE: these bytes were processed before"},
+        200: {
+            "model": UploadReply | CheckReply,
+            "description": "DUPLICATE: these bytes were processed before; or the dry run's check",
+        },
         202: {"model": UploadReply, "description": "Stored durably and queued"},
         401: {"description": "Missing or invalid token for this campaign"},
         404: {"description": "No such campaign (told only to holders of a valid token)"},
@@ -88,13 +91,23 @@ class FileStatus(BaseModel):
 
 
 class FileList(BaseModel):
-    """One page of a campaign's files, newest first."""
+    """One page of a campaign's files, newest first (keyset: follow `next`)."""
 
     campaign: str
     files: list[FileStatus]
-    offset: int
     limit: int
+    cursor: str | None = Field(default=None, description="The cursor this page started after")
     next: str | None = Field(default=None, description="URL of the next page, if any")
+
+
+class CheckReply(BaseModel):
+    """A dry run: the file's summary and result CSV as a real run would give them."""
+
+    dry_run: bool = True
+    campaign: str
+    name: str
+    summary: dict[str, Any] = Field(description="counts by status and error code, warnings, …")
+    result_csv: str = Field(description="The result CSV, line by line, nothing applied")
 
 
 class Health(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from ingest.api_config import ImpactApiOptions
 from ingest.campaign_config import (
     Campaign,
     EventType,
@@ -179,6 +180,7 @@ class Settings(Strict):
     third_party_log_level: str = "WARNING"  # aiosmtpd, APScheduler, uvicorn, pyftpdlib, …
     limits: Limits = Limits()
     channels: Channels = Channels()
+    impact_api: ImpactApiOptions = ImpactApiOptions()
     console: ConsoleOptions | None = None
     campaigns: list[Campaign]
     base_dir: Path = Path(".")

@@ -68,6 +68,19 @@ def _problems(s: Settings) -> Iterator[str]:
     ftp = s.channels.ftp
     if ftp and ftp.passive_ports and ftp.passive_ports[0] > ftp.passive_ports[1]:
         yield "channels.ftp.passive_ports: first port must not exceed the second"
+    yield from _api_account_problems(s)
+
+
+def _api_account_problems(s: Settings) -> Iterator[str]:
+    known = {c.id for c in s.campaigns}
+    sids: set[str] = set()
+    for a in s.impact_api.accounts:
+        if a.sid in sids:
+            yield f"impact_api.accounts: AccountSID {a.sid!r} is declared twice"
+        sids.add(a.sid)
+        for cid in a.campaigns:
+            if cid not in known:
+                yield f"impact_api.accounts {a.sid}: unknown campaign {cid!r}"
 
 
 def _cron_problems(s: Settings) -> Iterator[str]:

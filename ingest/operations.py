@@ -9,18 +9,19 @@ engine path as a file row; each applied change is in the audit trail with its ac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Connection
 
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
 from ingest.engine import DryRun, apply_rows, campaign_of, dry_run
-from ingest.reasons import allowed
+from ingest.reasons import NO_OP, allowed
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
 from ingest.store import Store
 from parsers.base import RawTable
@@ -34,6 +35,7 @@ class Operation(StrEnum):
     REVERSE = "reverse"
     MODIFY = "modify"
     RESET = "reset"  # "restore" in the CLI: back to the original values and PENDING
+    ROW = "row"  # what a file row with these values does (the reason and amount decide)
 
 
 class Role(StrEnum):
@@ -48,13 +50,14 @@ OP_CODES = {
     Operation.REVERSE: OP_REVERSE,
     Operation.MODIFY: OP_MODIFY,
     Operation.RESET: OP_RESET,
+    Operation.ROW: NO_OP,
 }
 DEFAULT_REASONS = {
     Operation.APPROVE: "APPROVED",
     Operation.REVERSE: "OTHER",
     Operation.MODIFY: "ORDER_UPDATE",
     Operation.RESET: "RESET",
-}
+}  # a ROW has none: like a file row without a Reason, it is MALFORMED
 NO_AMOUNT = {"RESET", "APPROVED"}
 
 
@@ -86,7 +89,8 @@ class Change:
     currency: str | None = None
     override_cpc: bool = False  # reverse/modify a CPC action: operators only, recorded
     order_id: str | None = None
-    tracker: str | None = None
+    tracker: str | None = None  # the ActionTrackerId that goes with order_id
+    require_reason: bool = False  # no default reason: a missing one is MALFORMED, as in a file
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,14 @@ def apply_changes(
     actor: str,
     channel: str,
     role: Role,
+    then: Callable[[Connection, list[ChangeOutcome]], None] | None = None,
 ) -> list[ChangeOutcome]:
     """Apply changes to a campaign's actions, in order, under the rules a file row obeys.
 
     `actor` is who asked (a user, a token, a Salesforce org…), `channel` through what (cli,
-    console, api…); `role` decides whether an explicit CPC override is honoured.
+    console, api…); `role` decides whether an explicit CPC override is honoured. `then` runs
+    in the same transaction with the outcomes, so a caller can record them atomically with
+    the changes (raising there undoes the changes).
     """
     campaign = campaign_of(settings, campaign_id)
     rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
@@ -132,7 +139,10 @@ def apply_changes(
         run = apply_rows(
             conn, store.sql, settings, campaign, rows, raw, channel=channel, actor=actor
         )
-    return _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
+        outcomes = _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
+        if then is not None:
+            then(conn, outcomes)
+    return outcomes
 
 
 def apply_change(
@@ -202,12 +212,12 @@ def _frame(changes: Sequence[Change]) -> pd.DataFrame:
     """The changes as a canonical text frame (one row per change, or per item edit)."""
     records: list[dict[str, Any]] = []
     for line, c in enumerate(changes, start=1):
-        reason = c.reason or DEFAULT_REASONS[c.operation]
-        base = {"line": line, "action_id": c.action_id, "order_id": c.order_id,
-                "tracker": c.tracker, "reason": reason, "currency": c.currency}  # fmt: skip
-        if c.operation == Operation.MODIFY:
+        reason = c.reason or (None if c.require_reason else DEFAULT_REASONS.get(c.operation))
+        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency,
+                "order_id": c.order_id, "tracker": c.tracker}  # fmt: skip
+        if c.operation in (Operation.MODIFY, Operation.ROW):
             base["customer_status"] = c.customer_status
-        if c.items and c.operation == Operation.MODIFY:
+        if c.items and c.operation in (Operation.MODIFY, Operation.ROW):
             records.extend(
                 {**base, "is_item": True, "sku": i.sku, "quantity": i.quantity,
                  "item_amount": i.amount, "item_price": i.price, "category": i.category}

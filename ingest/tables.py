@@ -196,6 +196,56 @@ job_runs = Table(
     Column("last_run_at", UtcDateTime, nullable=False),
 )
 
+# The impact-compatible API (SPEC §10): advertiser accounts (AccountSID), their hashed AuthTokens,
+# and the submissions queue (each PUT/DELETE stored before it is answered, then applied in order).
+api_accounts = Table(
+    "api_accounts",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("campaigns", JSON, nullable=False),  # the campaign ids the account may change
+    Column("rate_limit_per_hour", Integer, nullable=True),  # None: the configured default
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("sid", String(64), ForeignKey("api_accounts.sid"), nullable=False, index=True),
+    Column("token_hash", Text, nullable=False),
+    Column("campaigns", JSON, nullable=True),  # a subset of the account's; None: all of them
+    Column("label", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+api_submissions = Table(
+    "api_submissions",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("batch_id", String(48), nullable=False, unique=True),
+    Column("sid", String(64), nullable=False),
+    Column("token_id", String(32), nullable=False),
+    Column("campaign_id", String(64), nullable=True),  # None until the applier resolves it
+    Column("type", String(16), nullable=False),  # Modification | Reversal
+    Column("action_id", String(64), nullable=True),
+    Column("action_tracker_id", String(16), nullable=True),
+    Column("order_id", Text, nullable=True),
+    Column("payload", Text, nullable=False),  # the request's parameters as submitted
+    Column("params", JSON, nullable=False),  # the same, parsed: [[name, value], …]
+    Column("status", String(12), nullable=False),  # Queued | In Progress | Complete
+    Column("submitted_at", UtcDateTime, nullable=False),
+    Column("completed_at", UtcDateTime, nullable=True),
+    Column("error_type", String(32), nullable=True),
+    Column("error_reason", String(64), nullable=True),
+    Column("outcome", JSON, nullable=True),  # the operation layer's ChangeOutcome
+    Index("ix_api_submissions_status", "status", "seq"),
+    Index("ix_api_submissions_sid", "sid", "submitted_at"),
+)
+
 # --- the web console: users, their sessions and login attempts, saved views, scheduled reports.
 
 users = Table(

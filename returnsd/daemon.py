@@ -72,6 +72,8 @@ class Daemon:
         self.ctx.spool.on_queued(self._wake_workers)
         for i, worker in enumerate(self.workers):
             self._thread(f"worker-{i}", partial(worker.run, self.stopping))
+        if self.settings.impact_api.enabled:
+            self._start_api_applier()
         try:
             for name in enabled_channels(self.settings):
                 channel = CHANNELS[name](self.ctx)
@@ -125,6 +127,15 @@ class Daemon:
             ran = run_due(self.console.ctx)
             if ran:
                 log.info("scheduled reports: %s", ", ".join(f"{i} {s}" for i, s in ran))
+
+    def _start_api_applier(self) -> None:
+        """The impact-compatible API's accounts from the config, and its submissions' applier."""
+        from ingest.api_accounts import Accounts
+        from ingest.submissions import Applier
+
+        Accounts(self.store).sync_config(self.settings)
+        applier = Applier(self.settings, self.store)
+        self._thread("api-submissions", partial(applier.run, self.stopping))
 
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
