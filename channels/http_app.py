@@ -351,4 +351,7 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         response_model=Health,
     )(api.health)
     mount_docs(app)
+    from channels.salesforce import mount_salesforce
+
+    mount_salesforce(app, ctx)  # Outbound Message endpoints of the campaigns that map Salesforce
     return app

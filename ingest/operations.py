@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Connection
 
 from ingest.config import Settings
 from ingest.domain import STATE_NAMES, error_type, money_text
 from ingest.engine import apply_rows, campaign_of
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
+from ingest.sql import SqlAdapter
 from ingest.store import Store
 from parsers.base import RawTable
 from parsers.canonical import validate
@@ -123,14 +125,31 @@ def apply_changes(
     `actor` is who asked (a user, a token, a Salesforce org…), `channel` through what (cli,
     console, api…); `role` decides whether an explicit CPC override is honoured.
     """
+    with store.begin() as conn:
+        return apply_changes_in(
+            conn, store.sql, settings, campaign_id, changes, actor=actor, channel=channel, role=role
+        )
+
+
+def apply_changes_in(
+    conn: Connection,
+    sql: SqlAdapter,
+    settings: Settings,
+    campaign_id: str,
+    changes: Sequence[Change],
+    *,
+    actor: str,
+    channel: str,
+    role: Role,
+) -> list[ChangeOutcome]:
+    """`apply_changes` inside the caller's transaction (what else it writes commits with it)."""
     campaign = campaign_of(settings, campaign_id)
+    if not changes:
+        return []
     rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
     lines = np.arange(1, len(changes) + 1)
     raw = RawTable([], pd.DataFrame(index=range(len(changes))), lines, "request")
-    with store.begin() as conn:
-        run = apply_rows(
-            conn, store.sql, settings, campaign, rows, raw, channel=channel, actor=actor
-        )
+    run = apply_rows(conn, sql, settings, campaign, rows, raw, channel=channel, actor=actor)
     return _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
 
 
