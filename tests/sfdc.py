@@ -161,3 +161,56 @@ def harnesses(made: list[Harness]) -> Iterator[None]:
     yield
     for h in made:
         h.close()
+
+
+def pki(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate it signed,
+    plus a client certificate of another CA: PEM files named ca, server(.key), client(.key),
+    stranger(.key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(label: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        out[label] = folder / f"{label}.pem"
+        out[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{label}.key"] = folder / f"{label}.key"
+        out[f"{label}.key"].write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))  # fmt: skip
+
+    Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+    def issue(cn: str, issuer: x509.Name, signer: Any, *, ca: bool = False,
+              san: bool = False) -> Issued:  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )  # fmt: skip
+        if san:
+            names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer or key, hashes.SHA256()), key
+
+    ca, ca_key = issue("returnsd test CA", name("returnsd test CA"), None, ca=True)
+    write("ca", ca, ca_key)
+    write("server", *issue("localhost", ca.subject, ca_key, san=True))
+    write("client", *issue("proxy.salesforce.com", ca.subject, ca_key))
+    other, other_key = issue("other CA", name("other CA"), None, ca=True)
+    write("stranger", *issue("stranger", other.subject, other_key))
+    return out

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.exc import OperationalError
 
 from ingest import files as file_records
@@ -24,7 +26,7 @@ from ingest import spool as spool_module
 from ingest.config import Settings
 from ingest.salesforce_message import parse_message
 from tests.conftest import campaign_dict
-from tests.sfdc import FIXTURES, ORG, OTHER_ORG, Harness, mapping, note, soap
+from tests.sfdc import FIXTURES, ORG, OTHER_ORG, Harness, mapping, note, pki, soap
 
 ACK = b"<Ack>true</Ack>"
 T1, T2, T3 = "2026-12-01T10:00:00.000Z", "2026-12-01T10:05:00.000Z", "2026-12-01T10:09:00.000Z"
@@ -292,3 +294,61 @@ def test_fixtures_parse_as_salesforce_sends_them() -> None:
     (n,) = custom.notifications
     assert n.sobject.type == "Order_Return__c" and n.sobject.fields["Notes__c"] is None
     assert n.sobject.get("Kept_Amount__c") == "35.5"
+
+
+def test_mutual_tls_requires_the_configured_client_certificate(
+    harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    import hashlib
+    import ssl
+
+    from cryptography import x509
+
+    files = pki(tmp_path / "pki")
+    client_der = x509.load_pem_x509_certificate(files["client"].read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    pinned = hashlib.sha256(client_der).hexdigest()
+    h = harness(
+        sf={"require_client_certificate": True, "client_certificate_sha256": [pinned]},
+        tls_cert=str(files["server"]), tls_key=str(files["server.key"]),
+        tls_client_ca=str(files["ca"]),
+    )  # fmt: skip
+    h.start("https", verify=ssl.create_default_context(cafile=str(files["ca"])))
+    bare = h.post(three())
+    assert bare.status_code == 403 and b"a client certificate is required" in bare.content
+    assert h.files() == []
+
+    def client(label: str) -> httpx.Client:
+        ctx = ssl.create_default_context(cafile=str(files["ca"]))
+        ctx.load_cert_chain(str(files[label]), str(files[f"{label}.key"]))
+        return httpx.Client(base_url=f"https://127.0.0.1:{h.channel.port}", verify=ctx)
+
+    with client("client") as good:
+        r = good.post("/salesforce/acme", content=three(), headers={"Content-Type": "text/xml"})
+        assert r.status_code == 200 and ACK in r.content, r.text
+    with client("stranger") as bad, pytest.raises(httpx.HTTPError):
+        bad.post("/salesforce/acme", content=three())  # another CA: the handshake fails
+    assert len(h.files()) == 1
+    verify = ssl.create_default_context(cafile=str(files["ca"]))
+    health = httpx.get(f"https://127.0.0.1:{h.channel.port}/healthz", verify=verify)
+    assert health.status_code == 200  # the upload API needs no client certificate
+
+
+def test_config_reports_every_mapping_problem(make_settings: Callable[..., Settings]) -> None:
+    from ingest.errors import ConfigError
+
+    bad = mapping(
+        organization_ids=["00Dnope"],
+        statuses={"Closed Lost": {"reverse": "APPROVED"}, "Won": "approve"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_settings(campaigns=[campaign_dict(salesforce=bad)])
+    assert "'00Dnope' is not an org id" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        make_settings(campaigns=[campaign_dict(salesforce=mapping(
+            statuses={"Closed Lost": {"reverse": "APPROVED"}},
+            require_client_certificate=True))])  # fmt: skip
+    text = str(caught.value)
+    assert "configure channels.http" in text and "'APPROVED' is not a reason for reverse" in text
+    assert "client certificates need channels.http.tls_cert and tls_client_ca" in text
