@@ -10,11 +10,12 @@ are the fields chosen in Salesforce. Anything else is refused with a message say
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
+from xml.sax.saxutils import escape
 
 import defusedxml
 import defusedxml.ElementTree as safe_xml
@@ -165,3 +166,27 @@ def _text(element: Element, name: str) -> str | None:
 
 def _local(tag: Any) -> str:
     return str(tag).rpartition("}")[2]
+
+
+def render_message(org_id: str, notifications: Sequence[Notification]) -> bytes:
+    """An Outbound Message as Salesforce shapes it (the reconciler spools records this way)."""
+    parts = []
+    for n in notifications:
+        fields = "".join(_field(name, value) for name, value in n.sobject.fields.items())
+        parts.append(
+            f"<Notification><Id>{escape(n.id)}</Id><sObject xsi:type=\"sf:{n.sobject.type}\" "
+            f'xmlns:sf="urn:sobject.enterprise.soap.sforce.com">{fields}</sObject></Notification>'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}" xmlns:xsi="{XSI}"><soapenv:Body>'
+        f'<notifications xmlns="{OUTBOUND}"><OrganizationId>{escape(org_id)}</OrganizationId>'
+        '<SessionId xsi:nil="true"/>'
+        f"{''.join(parts)}</notifications></soapenv:Body></soapenv:Envelope>\n"
+    ).encode()
+
+
+def _field(name: str, value: str | None) -> str:
+    if value is None:
+        return f'<sf:{name} xsi:nil="true"/>'
+    return f"<sf:{name}>{escape(value)}</sf:{name}>"

@@ -65,8 +65,14 @@ def note(
     nid: str, record: str, action: str, stage: str, stamp: str, **extra: str
 ) -> dict[str, str]:
     """One Opportunity notification (Id, ActionId__c, StageName, SystemModstamp, …)."""
-    return {"nid": nid, "Id": record, "ActionId__c": action, "StageName": stage,
-            "SystemModstamp": stamp, **extra}  # fmt: skip
+    return {
+        "nid": nid,
+        "Id": record,
+        "ActionId__c": action,
+        "StageName": stage,
+        "SystemModstamp": stamp,
+        **extra,
+    }
 
 
 def mapping(**extra: Any) -> dict[str, Any]:
@@ -90,10 +96,13 @@ def mapping(**extra: Any) -> dict[str, Any]:
 def write_actions(folder: Path, count: int = 5) -> Path:
     """Actions A1…A<count> (orders O1…), PENDING sales of 100.00 from today, tracker 101."""
     today = datetime.now(UTC).date().isoformat()
-    rows = ["ActionId,CampaignId,ActionTrackerId,OrderId,PartnerId,EventDate,Amount,Currency,"
-            "Payout,CustomerStatus"]  # fmt: skip
-    rows += [f"A{i},acme,101,O{i},P1,{today}T10:00:00,100.00,USD,10.00,NEW" for i in
-             range(1, count + 1)]  # fmt: skip
+    rows = [
+        "ActionId,CampaignId,ActionTrackerId,OrderId,PartnerId,EventDate,Amount,Currency,"
+        "Payout,CustomerStatus"
+    ]
+    rows += [
+        f"A{i},acme,101,O{i},P1,{today}T10:00:00,100.00,USD,10.00,NEW" for i in range(1, count + 1)
+    ]
     path = folder / "actions.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -186,22 +195,30 @@ def pki(folder: Path) -> dict[str, Path]:
         out[label] = folder / f"{label}.pem"
         out[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         out[f"{label}.key"] = folder / f"{label}.key"
-        out[f"{label}.key"].write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))  # fmt: skip
+        out[f"{label}.key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
-    def issue(cn: str, issuer: x509.Name, signer: Any, *, ca: bool = False,
-              san: bool = False) -> Issued:  # fmt: skip
+    def issue(
+        cn: str, issuer: x509.Name, signer: Any, *, ca: bool = False, san: bool = False
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )  # fmt: skip
+        )
         if san:
             names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)

@@ -311,9 +311,10 @@ def test_mutual_tls_requires_the_configured_client_certificate(
     pinned = hashlib.sha256(client_der).hexdigest()
     h = harness(
         sf={"require_client_certificate": True, "client_certificate_sha256": [pinned]},
-        tls_cert=str(files["server"]), tls_key=str(files["server.key"]),
+        tls_cert=str(files["server"]),
+        tls_key=str(files["server.key"]),
         tls_client_ca=str(files["ca"]),
-    )  # fmt: skip
+    )
     h.start("https", verify=ssl.create_default_context(cafile=str(files["ca"])))
     bare = h.post(three())
     assert bare.status_code == 403 and b"a client certificate is required" in bare.content
@@ -346,9 +347,16 @@ def test_config_reports_every_mapping_problem(make_settings: Callable[..., Setti
         make_settings(campaigns=[campaign_dict(salesforce=bad)])
     assert "'00Dnope' is not an org id" in str(caught.value)
     with pytest.raises(ConfigError) as caught:
-        make_settings(campaigns=[campaign_dict(salesforce=mapping(
-            statuses={"Closed Lost": {"reverse": "APPROVED"}},
-            require_client_certificate=True))])  # fmt: skip
+        make_settings(
+            campaigns=[
+                campaign_dict(
+                    salesforce=mapping(
+                        statuses={"Closed Lost": {"reverse": "APPROVED"}},
+                        require_client_certificate=True,
+                    )
+                )
+            ]
+        )
     text = str(caught.value)
     assert "configure channels.http" in text and "'APPROVED' is not a reason for reverse" in text
     assert "client certificates need channels.http.tls_cert and tls_client_ca" in text
