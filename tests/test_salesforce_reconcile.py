@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from ingest.actions import import_actions
 from ingest.config import Settings
 from ingest.salesforce_reconcile import read_cursor, reconcile
 from ingest.store import prepare
@@ -289,3 +290,56 @@ def test_refused_sign_in_names_the_reason(
         assert read_cursor(h.store, "acme") is None
     finally:
         h.close()
+
+
+def test_the_daemon_serves_the_endpoint_and_schedules_the_reconciler(
+    make_settings: Callable[..., Settings], tmp_path: Path, fake: FakeSalesforce
+) -> None:
+    import time
+
+    import httpx
+
+    from returnsd.daemon import Daemon
+    from tests.sfdc import write_actions
+
+    settings = make_settings(
+        channels={"http": {"host": "127.0.0.1", "port": 0}},
+        campaigns=[campaign_dict(salesforce=reconciling(fake.url, tmp_path))],
+    )
+    store = prepare(settings)
+    import_actions(store, settings, write_actions(tmp_path))
+    fake.record("006A4", "A4", "Closed Lost", datetime.now(UTC).isoformat())
+    daemon = Daemon(settings, store)
+    daemon.start()  # the reconciler never ran: it runs at once
+    try:
+        assert daemon.scheduler.get_job("salesforce:acme") is not None
+        port = daemon.channels["http"].port  # type: ignore[attr-defined]
+        message = soap(
+            note("04l5g0000000009AAA", "006A1", "A1", "Closed Won", datetime.now(UTC).isoformat())
+        )
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/salesforce/acme",
+            content=message,
+            headers={"Content-Type": "text/xml"},
+        )
+        assert r.status_code == 200 and b"<Ack>true</Ack>" in r.content
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _states(store, "A1", "A4") != [
+            "APPROVED",
+            "REVERSED",
+        ]:
+            time.sleep(0.05)
+        assert _states(store, "A1", "A4") == ["APPROVED", "REVERSED"]
+    finally:
+        daemon.stop()
+        store.dispose()
+
+
+def _states(store: Any, *ids: str) -> list[str]:
+    from sqlalchemy import select
+
+    from ingest import tables as t
+
+    with store.read() as conn:
+        found = dict(conn.execute(select(t.actions.c.id, t.actions.c.state)).all())
+    return [found[i] for i in ids]
