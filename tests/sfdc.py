@@ -174,8 +174,8 @@ def harnesses(made: list[Harness]) -> Iterator[None]:
 
 def pki(folder: Path) -> dict[str, Path]:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate it signed,
-    plus a client certificate of another CA: PEM files named ca, server(.key), client(.key),
-    stranger(.key)."""
+    a second one of the same CA and one of another CA: PEM files named ca, server(.key),
+    client(.key), sibling(.key), stranger(.key)."""
     import datetime as dt
     import ipaddress
 
@@ -228,6 +228,7 @@ def pki(folder: Path) -> dict[str, Path]:
     write("ca", ca, ca_key)
     write("server", *issue("localhost", ca.subject, ca_key, san=True))
     write("client", *issue("proxy.salesforce.com", ca.subject, ca_key))
+    write("sibling", *issue("another client", ca.subject, ca_key))
     other, other_key = issue("other CA", name("other CA"), None, ca=True)
     write("stranger", *issue("stranger", other.subject, other_key))
     return out

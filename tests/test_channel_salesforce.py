@@ -328,6 +328,9 @@ def test_mutual_tls_requires_the_configured_client_certificate(
     with client("client") as good:
         r = good.post("/salesforce/acme", content=three(), headers={"Content-Type": "text/xml"})
         assert r.status_code == 200 and ACK in r.content, r.text
+    with client("sibling") as sibling:  # the same CA, but not the pinned certificate
+        r = sibling.post("/salesforce/acme", content=three())
+        assert r.status_code == 403 and b"CLIENT_CERTIFICATE_NOT_ALLOWED" in r.content
     with client("stranger") as bad, pytest.raises(httpx.HTTPError):
         bad.post("/salesforce/acme", content=three())  # another CA: the handshake fails
     assert len(h.files()) == 1
