@@ -174,7 +174,7 @@ def render_message(org_id: str, notifications: Sequence[Notification]) -> bytes:
     for n in notifications:
         fields = "".join(_field(name, value) for name, value in n.sobject.fields.items())
         parts.append(
-            f"<Notification><Id>{escape(n.id)}</Id><sObject xsi:type=\"sf:{n.sobject.type}\" "
+            f'<Notification><Id>{escape(n.id)}</Id><sObject xsi:type="sf:{n.sobject.type}" '
             f'xmlns:sf="urn:sobject.enterprise.soap.sforce.com">{fields}</sObject></Notification>'
         )
     return (
