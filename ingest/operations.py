@@ -169,9 +169,7 @@ def apply_change(
     )[0]
 
 
-def canonical_rows(
-    changes: Sequence[Change], codes: Mapping[str, str], role: Role
-) -> pd.DataFrame:
+def canonical_rows(changes: Sequence[Change], codes: Mapping[str, str], role: Role) -> pd.DataFrame:
     """The changes as validated canonical rows (line k = k-th change) with their operation."""
     frame = _frame(changes)
     # A reversal with a change reason is written as a file would (Amount 0) so that validation

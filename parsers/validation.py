@@ -59,7 +59,7 @@ class Money:
 
 
 class Values:
-    """The columns of one canonical frame as the rules see them, each derived once."""
+    """The columns of one canonical frame as the rules see them; what several rules use, once."""
 
     def __init__(self, frame: pd.DataFrame, custom_codes: Mapping[str, str]) -> None:
         self.frame = frame

@@ -4,7 +4,7 @@ The accepted shape (see fixtures/formats/example.xml)::
 
     <Returns>                              root element, any name
       <Return Campaign="spring">           one element per row, any name
-        <ActionId>1000.1.1</ActionId>      one child element per field: tag = column, text = value
+        <ActionId>1000.4636.158011</ActionId>  one child per field: tag = column, text = value
         <Amount>0</Amount>
         <Reason>ITEM_RETURNED</Reason>
       </Return>

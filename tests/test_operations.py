@@ -93,12 +93,15 @@ def test_amount_with_a_reversing_or_approving_code_is_malformed(
 
 def test_amount_with_a_reversing_code_in_a_file_is_malformed(env: Env) -> None:
     path = env.root / "in" / "chargeback.csv"
-    path.write_text("ActionId,Amount,Reason\nMOD-1,99.99,CHARGEBACK\nMOD-2,,CHARGEBACK\n")
+    path.write_text(
+        "ActionId,Amount,Reason\nMOD-1,99.99,CHARGEBACK\nMOD-2,,CHARGEBACK\nMOD-3,5,RESET\n"
+    )
     doc = env.ingest(path).json()
     header, rows = env.result(doc["file_id"])
     by_line = {r[header.index("Line")]: dict(zip(header, r, strict=True)) for r in rows}
     assert by_line["2"]["ErrorCode"] == "MALFORMED" and "reverses" in by_line["2"]["Message"]
     assert by_line["3"]["Status"] == "APPLIED"
+    assert by_line["4"]["ErrorCode"] == "MALFORMED" and "resets" in by_line["4"]["Message"]
     assert env.action("MOD-1")["State"] == "PENDING"
 
 

@@ -176,9 +176,9 @@ READS = [
         "example.xml",
         ["ActionId", "Amount", "Reason", "OrderId", "ActionTrackerId", "currencyCode"],
         [
-            ["1000.1.1", "0", "ITEM_RETURNED", None, None, None],
-            [None, "19.90", "ORDER_UPDATE", "00123", "4567", None],
-            ["1000.1.3", "5.00", "CONS_ERROR", None, None, "USD"],
+            ["1000.4636.158011", "0", "ITEM_RETURNED", None, None, None],
+            [None, "300.00", "ORDER_UPDATE", "ORD-400014", "2001", None],
+            ["1000.4636.158015", "200.00", "CONS_ERROR", None, None, "USD"],
         ],
         [2, 3, 4],
         format="xml",
