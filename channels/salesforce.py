@@ -35,7 +35,7 @@ from channels.salesforce_soap import ack, fault
 from ingest.config import Campaign
 from ingest.errors import TOO_LARGE, FileRejected
 from ingest.salesforce_config import SalesforceMapping, org15
-from ingest.salesforce_message import OutboundMessage, actor_of, parse_message
+from ingest.salesforce_message import OutboundMessage, actor_of, parse_message, without_session
 
 CHANNEL = "salesforce"
 PEER_CERT = "tls_peer_cert"  # the request state key the HTTP server puts the client's DER in
@@ -108,7 +108,7 @@ class SalesforceListener:
         except ClientDisconnect:
             self.intake.refused(who, "ABORTED", started=started)
             return Response(status_code=400)
-        return await self._store(campaign, message, data, peer, started)
+        return await self._store(campaign, message, without_session(data), peer, started)
 
     async def _store(
         self,

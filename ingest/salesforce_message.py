@@ -10,6 +10,7 @@ are the fields chosen in Salesforce. Anything else is refused with a message say
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -70,6 +71,15 @@ class OutboundMessage:
 def actor_of(org_id: str) -> str:
     """Who a message's changes are recorded as (the audit actor, the file's sender): the org."""
     return f"org:{org_id}"
+
+
+SESSION_ID = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?SessionId)>[^<]*</\1>")
+
+
+def without_session(data: bytes) -> bytes:
+    """The message with its SessionId emptied: a live Salesforce API session is a credential,
+    never kept on disk (and two retries differing only in it become the same bytes)."""
+    return SESSION_ID.sub(rb"<\1/>", data, count=1)
 
 
 def parse_message(data: bytes, max_bytes: int) -> OutboundMessage:

@@ -285,6 +285,22 @@ def test_custom_object_by_order_id_and_tracker_field(harness: Callable[..., Harn
     assert h.state("A2") == ("PENDING", 3550)
 
 
+def test_a_session_id_is_never_stored(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    h.start()
+    body = (FIXTURES / "opportunity_single.xml").read_bytes()
+    assert b"!AQ8AQLx9" in body
+    assert ACK in h.post(body).content
+    (sub,) = h.files()
+    stored = (h.settings.path(h.settings.spool_dir) / "acme" / sub.file_id).read_bytes()
+    assert b"!AQ8AQLx9" not in stored and b"<SessionId/>" in stored
+    assert stored.replace(b"<SessionId/>", b"") == body.replace(
+        b"<SessionId>00D5g000004SGxb!AQ8AQLx9pqH7cz7XKWZ0p8sv0.4RBx5Sq3qY3</SessionId>", b""
+    )
+    h.process()
+    assert h.state("A1") == ("REVERSED", 0)
+
+
 def test_fixtures_parse_as_salesforce_sends_them() -> None:
     single = parse_message((FIXTURES / "opportunity_single.xml").read_bytes(), 1 << 20)
     assert single.organization_id == ORG and single.session_id and len(single.notifications) == 1
