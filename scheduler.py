@@ -1,6 +1,7 @@
 """The scheduled jobs and their triggers (APScheduler 3.x); the work itself comes from the daemon.
 
-Jobs: one pull per campaign with a `pull` source (cron in the campaign's time zone), the lock job
+Jobs: one pull per campaign with a `pull` source (cron in the campaign's time zone), one
+Salesforce reconciler per campaign with `salesforce.reconcile` (likewise), the lock job
 (`settings.lock_schedule`, UTC), the daily retention job, and with the console its scheduled
 reports (looked for every minute). Misfires are caught up, not skipped:
 `misfire_grace_time=None` while running, and at build time every job whose latest fire time is
@@ -44,11 +45,17 @@ class Jobs:
     last_run: Callable[[str], datetime | None]
     set_last_run: Callable[[str, datetime], None]
     reports: Callable[[], None] | None = None  # the console's scheduled reports, when it runs
+    reconcile: Callable[[str], None] | None = None  # a campaign's Salesforce reconciler
 
 
 def pull_job_id(campaign_id: str) -> str:
     """The job id of a campaign's scheduled pull."""
     return f"pull:{campaign_id}"
+
+
+def reconcile_job_id(campaign_id: str) -> str:
+    """The job id of a campaign's Salesforce reconciler."""
+    return f"salesforce:{campaign_id}"
 
 
 def build_scheduler(settings: Settings, jobs: Jobs) -> BackgroundScheduler:
@@ -76,6 +83,13 @@ def _plan(settings: Settings, jobs: Jobs) -> list[tuple[str, CronTrigger, Callab
             continue
         trigger = _cron(campaign.pull.schedule, campaign.tz, f"campaign {campaign.id}: pull")
         plan.append((pull_job_id(campaign.id), trigger, _bind(jobs.pull, campaign.id)))
+    for campaign in settings.campaigns:
+        sf = campaign.salesforce
+        if sf is None or sf.reconcile is None or jobs.reconcile is None:
+            continue
+        where = f"campaign {campaign.id}: salesforce.reconcile"
+        trigger = _cron(sf.reconcile.schedule, campaign.tz, where)
+        plan.append((reconcile_job_id(campaign.id), trigger, _bind(jobs.reconcile, campaign.id)))
     return plan
 
 

@@ -50,6 +50,7 @@ CAMPAIGN = "acme"
 TRACKER = 4101  # a sale tracker paying 10 % of the amount
 FTP_LOGIN = "acme-ftp"
 ADDRESS = "returns+acme@returns.localhost"
+SALESFORCE_ORG = "00D5g000004SGxbEAG"
 SENDER = "ops@advertiser.example"
 FROM_ADDRESS = "returns@returns.localhost"
 RELAY_PASSWORD_ENV = "RETURNSD_BENCH_RELAY_PASSWORD"
@@ -388,6 +389,11 @@ class Daemon:
             "smtp": {"address": ADDRESS},
             "http": {"token_hash": hash_password(self.creds.api_token)},
             "dropdir": True,
+            "salesforce": {
+                "organization_ids": [SALESFORCE_ORG],
+                "action_id_field": "ActionId__c",
+                "statuses": {"Closed Lost": {"reverse": "CONS_ERROR"}},
+            },
         }
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

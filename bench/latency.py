@@ -16,6 +16,7 @@ at the end of the upload as the sender sees it and stops when the result is ther
 | SMTP | 250 after DATA (smtplib) | the result mail reaches the relay |
 | HTTP | 202 (httpx) | `GET /v1/files/{id}/result` answers 200 (polled every 10 ms) |
 | drop folder | `os.rename` into the campaign folder | `results/result_<name>_<id>.csv` exists |
+| Salesforce | `<Ack>true</Ack>` to an Outbound Message (httpx) | the action REVERSED in the DB |
 
 Burst: 50 FTP uploads, 20 mails and 20 API posts released at once (one thread each); a client
 refused for a temporary reason (FTP 4xx, SMTP 4xx, HTTP 503, connection refused) retries after a
@@ -24,9 +25,9 @@ with all 100 lines applied (else lost), no file applied twice (a second non-DUPL
 the same bytes, or an action with more than one audit row), the ledger equal to applying each
 file once. The daemon is stopped with SIGTERM and must exit 0.
 
-Prints JSON: {channels: {ftp|smtp|http|dropdir: {p50_ms, p95_ms, max_ms, n}}, burst: {sent,
-acknowledged, processed, lost, duplicated, seconds, retries, ledger_ok}, target_p95_ms: 1000,
-daemon_exit_code}. Progress goes to stderr.
+Prints JSON: {channels: {ftp|smtp|http|dropdir|salesforce: {p50_ms, p95_ms, max_ms, n}},
+burst: {sent, acknowledged, processed, lost, duplicated, seconds, retries, ledger_ok},
+target_p95_ms: 1000, daemon_exit_code}. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script, bench/ingest.py would shadow the package
 
 from bench.common_daemon import (  # noqa: E402 - after the sys.path fix on purpose
+    CAMPAIGN,
+    SALESFORCE_ORG,
     Credentials,
     Daemon,
     Ledger,
@@ -153,6 +157,32 @@ class Latency:
             url = f"/v1/files/{resp.json()['file_id']}/result"
             seen = poll(lambda: client.get(url, headers=auth).status_code == 200, 0.01, f.name)
         return seen - end
+
+    def salesforce(self, k: int) -> list[float]:
+        """`k` Outbound Messages of one notification (a reversal) each: the Ack → the action
+        REVERSED in the database (polled every 5 ms)."""
+        out = []
+        with http_client(self.daemon.ports.http) as client:
+            for i in range(k):
+                aid = self.ledger.returns_file(f"lat_sf_{i:03d}", "salesforce", 1).changes[0]
+                body = outbound_message(f"04lBENCH{i:010d}", aid.action_id, i)
+                resp = client.post(
+                    f"/salesforce/{CAMPAIGN}",
+                    content=body,
+                    headers={"Content-Type": "text/xml; charset=utf-8"},
+                )
+                end = time.perf_counter()
+                if resp.status_code != 200 or b"<Ack>true</Ack>" not in resp.content:
+                    raise RuntimeError(f"salesforce message {i}: {resp.status_code} {resp.text}")
+                seen = poll(lambda a=aid.action_id: self._reversed(a), 0.005, aid.action_id)
+                out.append(seen - end)
+        log(f"salesforce: {k} messages, p50 {percentile(out, 50) * 1000:.0f} ms")
+        return out
+
+    def _reversed(self, action_id: str) -> bool:
+        with self.daemon.database() as conn:
+            row = conn.execute("SELECT state FROM actions WHERE id = ?", (action_id,)).fetchone()
+        return bool(row and row[0] == "REVERSED")
 
     def dropdir(self, f: ReturnsFile) -> float:
         """rename into the folder → results/result_<name>_<file id>.csv."""
@@ -288,6 +318,21 @@ class Burst:
         }
 
 
+def outbound_message(notification_id: str, action_id: str, i: int) -> bytes:
+    """A Salesforce Outbound Message closing one Opportunity lost."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" \
+xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+<OrganizationId>{SALESFORCE_ORG}</OrganizationId><ActionId>04k5g000000Gm1sAAC</ActionId>
+<SessionId xsi:nil="true"/><Notification><Id>{notification_id}</Id>
+<sObject xsi:type="sf:Opportunity" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+<sf:Id>006BENCH{i:010d}</sf:Id><sf:ActionId__c>{action_id}</sf:ActionId__c>
+<sf:StageName>Closed Lost</sf:StageName><sf:SystemModstamp>{stamp}</sf:SystemModstamp>
+</sObject></Notification></notifications></soapenv:Body></soapenv:Envelope>""".encode()
+
+
 def _cause(exc: BaseException) -> str:
     """A short, groupable description of why an upload was retried."""
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -313,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="returnsd-latency-"))
     creds = Credentials()
-    ledger = Ledger(4 * args.files * ROWS + sum(BURST.values()) * ROWS + 100)
+    ledger = Ledger(4 * args.files * ROWS + args.files + sum(BURST.values()) * ROWS + 100)
     with Relay() as relay:
         daemon = Daemon(folder, relay, creds)
         log(f"folder {folder}: importing {ledger.count} actions")
@@ -347,6 +392,7 @@ def measure(
     """The latency runs, then the burst."""
     lat = Latency(daemon, relay, creds, ledger)
     channels = {ch: summary(lat.run(ch, k)) for ch in ("ftp", "smtp", "http", "dropdir")}
+    channels["salesforce"] = summary(lat.salesforce(k))
     burst = Burst(daemon, creds, ledger).run()
     return {"channels": channels, "burst": burst, "target_p95_ms": TARGET_P95_MS}
 

@@ -16,10 +16,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from ssl import CERT_OPTIONAL
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from channels.base import ChannelContext, ChannelError
 from channels.connections import PerAddressCap
+from channels.salesforce import PEER_CERT
 from ingest.config import HttpOptions
 from ingest.results import FileOutcome
 
@@ -129,8 +131,23 @@ def _make_server(ctx: ChannelContext, options: HttpOptions) -> uvicorn.Server:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         server_header=False,
+        **_tls(ctx, options),
     )
     return _Server(config)
+
+
+def _tls(ctx: ChannelContext, options: HttpOptions) -> dict[str, Any]:
+    """uvicorn's TLS options: HTTPS with a certificate; client certificates asked for (and
+    verified against `tls_client_ca` when one is sent) but optional, so each route decides."""
+    if options.tls_cert is None:
+        return {}
+    path = ctx.settings.path
+    extra: dict[str, Any] = {"ssl_certfile": str(path(options.tls_cert))}
+    if options.tls_key is not None:
+        extra["ssl_keyfile"] = str(path(options.tls_key))
+    if options.tls_client_ca is not None:
+        extra |= {"ssl_ca_certs": str(path(options.tls_client_ca)), "ssl_cert_reqs": CERT_OPTIONAL}
+    return extra
 
 
 DRAIN_SECONDS = 2.0  # how long a turned-away client may go on sending before it is closed
@@ -173,6 +190,10 @@ def _limited_protocol(per_ip: int, header_timeout: float) -> type:
                 return
             self._ip = ip
             self._deadline = self.loop.call_later(header_timeout, self._headers_overdue)
+            tls = transport.get_extra_info("ssl_object")
+            peer = tls.getpeercert(binary_form=True) if tls is not None else None
+            if peer:  # each request's state gets the verified client certificate (DER)
+                self.app_state = {**self.app_state, PEER_CERT: peer}
 
         def _turn_away(self, transport: asyncio.Transport) -> None:
             self._turned_away = True

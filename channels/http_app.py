@@ -402,4 +402,7 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
     )(api.health)
     mount_impact(app, ctx)  # impact.com's Actions API under /Advertisers/{AccountSID}/
     mount_docs(app)
+    from channels.salesforce import mount_salesforce
+
+    mount_salesforce(app, ctx)  # Outbound Message endpoints of the campaigns that map Salesforce
     return app

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from ingest.config_types import SLUG, Secret, Strict
+from ingest.salesforce_config import SalesforceMapping
 
 Effect = Literal["modify", "reverse", "approve"]  # what a custom disposition code does
 
@@ -147,6 +148,7 @@ class Campaign(Strict):
     smtp: SmtpAccount | None = None
     http: HttpAccount | None = None
     pull: PullSource | None = None
+    salesforce: SalesforceMapping | None = None
     dropdir: bool = True
 
     @field_validator("id")

@@ -101,6 +101,9 @@ class HttpOptions(Listen):
     """HTTP upload API options."""
 
     public_url: str | None = None
+    tls_cert: Path | None = None  # serve HTTPS (Salesforce requires it in production)
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # ask for client certificates signed by these CAs
     max_connections_per_ip: int = Field(default=16, ge=1)
     header_timeout: float = Field(default=10, gt=0)  # a request's headers must arrive by then
 
@@ -203,13 +206,14 @@ class Settings(Strict):
         return list(problems_of(self))
 
 
+PATH_KEYS = ("file", "password_hash_file", "tls_cert", "tls_key", "tls_client_ca")
+
+
 def _resolve_secret_paths(raw: object, base: Path) -> None:
     """Make relative secret/key file paths relative to the config file's folder."""
     if isinstance(raw, dict):
         for key, value in raw.items():
-            if key in ("file", "password_hash_file", "tls_cert", "tls_key") and isinstance(
-                value, str
-            ):
+            if key in PATH_KEYS and isinstance(value, str):
                 if not Path(value).is_absolute():
                     raw[key] = str(base / value)
             else:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ingest.salesforce_config import problems_of as salesforce_problems
+from ingest.salesforce_config import secrets_of as salesforce_secrets
+
 if TYPE_CHECKING:
     from ingest.campaign_config import Campaign
     from ingest.config import Settings
@@ -53,7 +56,7 @@ def _problems(s: Settings) -> Iterator[str]:
         if key in ports:
             yield f"channels {ports[key]} and {name} both listen on {ch.host}:{ch.port}"
         ports[key] = name
-    for name in ("ftp", "smtp"):
+    for name in ("ftp", "smtp", "http"):
         ch = getattr(s.channels, name)
         if ch is not None and (ch.tls_cert is None) != (ch.tls_key is None):
             yield f"channels.{name}: give both tls_cert and tls_key, or neither"
@@ -65,6 +68,7 @@ def _problems(s: Settings) -> Iterator[str]:
     if smtp and (smtp.require_starttls or smtp.auth_users) and not smtp.tls_cert:
         yield "channels.smtp: require_starttls and auth_users need tls_cert and tls_key"
     yield from _cron_problems(s)
+    yield from salesforce_problems(s)
     ftp = s.channels.ftp
     if ftp and ftp.passive_ports and ftp.passive_ports[0] > ftp.passive_ports[1]:
         yield "channels.ftp.passive_ports: first port must not exceed the second"
@@ -88,6 +92,8 @@ def _cron_problems(s: Settings) -> Iterator[str]:
 
     crons = [("lock_schedule", s.lock_schedule), ("retention_schedule", s.retention_schedule)]
     crons += [(f"campaign {c.id}: pull.schedule", c.pull.schedule) for c in s.campaigns if c.pull]
+    crons += [(f"campaign {c.id}: salesforce.reconcile.schedule", c.salesforce.reconcile.schedule)
+              for c in s.campaigns if c.salesforce and c.salesforce.reconcile]  # fmt: skip
     for where, expr in crons:
         try:
             CronTrigger.from_crontab(expr)
@@ -98,6 +104,8 @@ def _cron_problems(s: Settings) -> Iterator[str]:
 def _secrets_of(c: Campaign) -> Iterator[tuple[str, Secret]]:
     if c.http and c.http.token:
         yield "http.token", c.http.token
+    if c.salesforce:
+        yield from salesforce_secrets(c.salesforce)
     if c.pull:
         if c.pull.password:
             yield "pull.password", c.pull.password

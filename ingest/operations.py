@@ -23,6 +23,7 @@ from ingest.domain import STATE_NAMES, error_type, money_text
 from ingest.engine import DryRun, apply_rows, campaign_of, dry_run
 from ingest.reasons import NO_OP, allowed
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE
+from ingest.sql import SqlAdapter
 from ingest.store import Store
 from parsers.base import RawTable
 from parsers.canonical import validate
@@ -131,18 +132,35 @@ def apply_changes(
     in the same transaction with the outcomes, so a caller can record them atomically with
     the changes (raising there undoes the changes).
     """
-    campaign = campaign_of(settings, campaign_id)
-    rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
-    lines = np.arange(1, len(changes) + 1)
-    raw = RawTable([], pd.DataFrame(index=range(len(changes))), lines, "request")
     with store.begin() as conn:
-        run = apply_rows(
-            conn, store.sql, settings, campaign, rows, raw, channel=channel, actor=actor
+        outcomes = apply_changes_in(
+            conn, store.sql, settings, campaign_id, changes, actor=actor, channel=channel, role=role
         )
-        outcomes = _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
         if then is not None:
             then(conn, outcomes)
     return outcomes
+
+
+def apply_changes_in(
+    conn: Connection,
+    sql: SqlAdapter,
+    settings: Settings,
+    campaign_id: str,
+    changes: Sequence[Change],
+    *,
+    actor: str,
+    channel: str,
+    role: Role,
+) -> list[ChangeOutcome]:
+    """`apply_changes` inside the caller's transaction (what else it writes commits with it)."""
+    campaign = campaign_of(settings, campaign_id)
+    if not changes:
+        return []
+    rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
+    lines = np.arange(1, len(changes) + 1)
+    raw = RawTable([], pd.DataFrame(index=range(len(changes))), lines, "request")
+    run = apply_rows(conn, sql, settings, campaign, rows, raw, channel=channel, actor=actor)
+    return _outcomes(changes, run.planned.outcomes, run.matched.arrays.ids)
 
 
 def apply_change(

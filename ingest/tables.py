@@ -341,3 +341,38 @@ report_runs = Table(
 Index("ix_actions_event", actions.c.campaign_id, actions.c.event_at, actions.c.id)
 Index("ix_actions_lock", actions.c.campaign_id, actions.c.lock_at, actions.c.id)
 Index("ix_actions_partner", actions.c.campaign_id, actions.c.partner_id, actions.c.event_at)
+
+
+# Salesforce notifications already processed: a redelivery (same org, same notification id)
+# changes nothing.
+salesforce_notifications = Table(
+    "salesforce_notifications",
+    metadata,
+    Column("org_id", String(18), primary_key=True),
+    Column("notification_id", String(64), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("record_id", String(64), nullable=True),
+    Column("file_id", String(32), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# The newest modstamp processed per Salesforce record: an older notification changes nothing.
+salesforce_records = Table(
+    "salesforce_records",
+    metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("org_id", String(15), primary_key=True),
+    Column("record_id", String(18), primary_key=True),
+    Column("modstamp", UtcDateTime, nullable=False),
+    Column("file_id", String(32), nullable=False),
+)
+
+# The reconciler's cursor per campaign: records modified after it are queried next time.
+salesforce_cursors = Table(
+    "salesforce_cursors",
+    metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("modstamp", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

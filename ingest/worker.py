@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest import files
+from ingest import files, salesforce
 from ingest.config import Settings
 from ingest.engine import Progress, parse_file, run_file
 from ingest.errors import FileRejected, Transient
@@ -64,6 +64,8 @@ def process_file(
     """
     started = time.perf_counter()
     try:
+        if rec.channel == salesforce.CHANNEL:  # a SOAP message, not a returns file
+            return salesforce.process_message(store, settings, rec, now=now)
         job = parse_file(settings, rec, progress, now=now)
     except FileRejected as exc:
         timings = {"parse": round(time.perf_counter() - started, 4)}

@@ -160,8 +160,14 @@ class Daemon:
             last_run=ledger.last_run,
             set_last_run=ledger.set_last_run,
             reports=self._reports_job if self.console is not None else None,
+            reconcile=self._reconcile_job,
         )
         return build_scheduler(self.settings, jobs)
+
+    def _reconcile_job(self, campaign_id: str) -> None:
+        from ingest.salesforce_reconcile import reconcile
+
+        reconcile(self.ctx.spool, self.settings, campaign_id)
 
     def _lock_job(self, lock_due: Callable[[Store], int]) -> None:
         log.info("lock job: %d actions locked", lock_due(self.store))

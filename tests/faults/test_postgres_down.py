@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.timeout(240)]
 PADDING = 120_000  # ACTION_NOT_FOUND rows: keep the big file PROCESSING for a second or so
 ACK = {"ftp": 226, "smtp": 250, "http": 202}
 CATCH_UP = 20.0  # seconds a restarted database gives the daemon to finish every file
-MID_FILE_CATCH_UP = 30.0  # the worker backs off 5 s after a database error; slack for a loaded machine
+MID_FILE_CATCH_UP = 30.0  # the worker backs off 5 s after a database error; slack for load
 
 
 @pytest.fixture(scope="module")
