@@ -14,10 +14,11 @@ from channels.base import Channel, ChannelContext
 from channels.registry import CHANNELS, pull_channel
 from ingest.config import Settings
 from ingest.errors import Transient
+from ingest.nodelock import SingleNodeLock
 from ingest.results import FileOutcome, ResultStore
 from ingest.retention import sweep_orphans
 from ingest.spool import Spool
-from ingest.store import Store
+from ingest.store import Store, sqlite_path
 from ingest.worker import Worker
 
 log = logging.getLogger("returnsd.daemon")
@@ -63,9 +64,11 @@ class Daemon:
         ]
         self.threads: list[threading.Thread] = []
         self.scheduler: Any = None
+        self.single_node: SingleNodeLock | None = None
 
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
+        self._claim_database()
         self.workers[0].recover()
         sweep_orphans(self.settings, self.store)
         self.ctx.spool.on_queued(self._wake_workers)
@@ -84,6 +87,14 @@ class Daemon:
         self.scheduler = self._scheduler()
         self.scheduler.start()
         log.info("returnsd running: channels %s", ", ".join(self.channels) or "none")
+
+    def _claim_database(self) -> None:
+        """SQLite is single-node: refuse to start while another daemon holds its lock."""
+        path = sqlite_path(self.settings.database_url, self.settings.base_dir)
+        if path is not None:
+            lock = SingleNodeLock(path)
+            lock.acquire()
+            self.single_node = lock
 
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
@@ -174,6 +185,9 @@ class Daemon:
         for thread in self.threads:
             thread.join(timeout=600)
         self.threads.clear()
+        if self.single_node is not None:
+            self.single_node.release()
+            self.single_node = None
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; stop cleanly."""
