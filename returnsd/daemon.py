@@ -12,6 +12,7 @@ from typing import Any
 
 from channels.base import Channel, ChannelContext
 from channels.registry import CHANNELS, pull_channel
+from ingest.cluster import JobClaims, Node
 from ingest.config import Settings
 from ingest.errors import Transient
 from ingest.nodelock import SingleNodeLock
@@ -58,8 +59,16 @@ class Daemon:
         self.stopping = threading.Event()
         self.delivery_wake = threading.Event()
         self.channels: dict[str, Channel] = {}
+        self.node = Node(settings, store) if settings.cluster.enabled else None
+        tag, lease = (self.node.id, self.node.lease) if self.node else (None, None)
         self.workers = [
-            Worker(settings, store, on_finished=lambda _id: self.delivery_wake.set())
+            Worker(
+                settings,
+                store,
+                on_finished=lambda _id: self.delivery_wake.set(),
+                tag=tag,
+                lease=lease,
+            )
             for _ in range(settings.workers)
         ]
         self.threads: list[threading.Thread] = []
@@ -69,7 +78,10 @@ class Daemon:
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
         self._claim_database()
-        self.workers[0].recover()
+        if self.node is not None:
+            self.node.join()
+            self._thread("heartbeat", self._heartbeat_loop)
+        self.workers[0].recover(mine_too=self.node is not None)  # a restarted node's own too
         sweep_orphans(self.settings, self.store)
         self.ctx.spool.on_queued(self._wake_workers)
         for i, worker in enumerate(self.workers):
@@ -96,6 +108,19 @@ class Daemon:
             lock.acquire()
             self.single_node = lock
 
+    def _heartbeat_loop(self) -> None:
+        """Cluster mode: heartbeat and renew leases; requeue the files of nodes that died."""
+        assert self.node is not None
+        while not self.stopping.wait(self.node.heartbeat_seconds):
+            try:
+                self.node.beat()
+                if self.workers[0].recover():
+                    self._wake_workers(None)
+            except Transient as exc:
+                log.warning("heartbeat failed (database unavailable): %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
             worker.wake.set()
@@ -118,6 +143,7 @@ class Daemon:
             retention=partial(self._retention_job, purge),
             last_run=ledger.last_run,
             set_last_run=ledger.set_last_run,
+            claim_period=JobClaims(self.store, self.node.id).claim if self.node else None,
         )
         return build_scheduler(self.settings, jobs)
 
@@ -185,6 +211,11 @@ class Daemon:
         for thread in self.threads:
             thread.join(timeout=600)
         self.threads.clear()
+        if self.node is not None:
+            try:
+                self.node.leave()
+            except Transient as exc:
+                log.warning("could not record this node's stop: %s", exc)
         if self.single_node is not None:
             self.single_node.release()
             self.single_node = None
