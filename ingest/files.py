@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from ingest import blobs
 from ingest import tables as t
@@ -386,10 +386,31 @@ class FileLifecycle:
             return fail(conn, file_id, code, message, timings)
 
     def deliver(self, file_id: str) -> None:
-        """Record that the sender got the result."""
-        q = update(t.files).where(t.files.c.id == file_id).values(delivered_at=_now())
+        """Record that the sender got the result (and free a delivery claim)."""
+        q = update(t.files).where(t.files.c.id == file_id)
         with self.store.begin() as conn:
-            conn.execute(q)
+            conn.execute(q.values(delivered_at=_now(), worker=None, lease_until=None))
+
+    def claim_delivery(self, file_id: str, node: str, lease: timedelta) -> bool:
+        """Cluster mode: True when `node` may give the file's result back now.
+
+        A finished file's `worker` and `lease_until` hold the delivery claim (they are free once
+        a file is finished): one node delivers a result, and another takes over only when that
+        node's claim ran out without the delivery being recorded.
+        """
+        f, now = t.files.c, _now()
+        q = (
+            update(t.files)
+            .where(
+                f.id == file_id,
+                f.delivered_at.is_(None),
+                f.status.in_(sorted(FINISHED)),
+                or_(f.worker.is_(None), f.worker == node, f.lease_until < now),
+            )
+            .values(worker=node, lease_until=now + lease)
+        )
+        with self.store.begin() as conn:
+            return conn.execute(q).rowcount == 1
 
     def reprocess(self, file_id: str, actor: str) -> FileStatus | None:
         """Queue a FAILED or DUPLICATE file again on an operator's request; return its old status.

@@ -78,6 +78,7 @@ class Spool:
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.shared = settings.cluster.enabled  # bytes in the database, read by every node
+        self.node_id: str | None = None  # cluster mode: the node that receives (set by the root)
         self._listeners: list[Callable[[Accepted], None]] = []
 
     def on_queued(self, listener: Callable[[Accepted], None]) -> None:
@@ -117,6 +118,8 @@ class Spool:
         final = self.tmp / f"{file_id}.shared" if self.shared else self.root / campaign / file_id
         size, digest = self._store_bytes(data, final)
         where = blobs.db_path(file_id) if self.shared else final
+        if self.node_id:
+            meta = {**(meta or {}), "node": self.node_id}  # this node gives the result back
         try:
             new = NewFile(
                 file_id, campaign, channel, base, size, digest, where, now, sender, peer, meta or {}

@@ -13,8 +13,10 @@ from typing import Any
 from channels.base import Channel, ChannelContext
 from channels.registry import CHANNELS, pull_channel
 from ingest.cluster import JobClaims, Node
+from ingest.cluster import nodes as cluster_nodes
 from ingest.config import Settings
 from ingest.errors import Transient
+from ingest.files import FileLifecycle
 from ingest.nodelock import SingleNodeLock
 from ingest.results import FileOutcome, ResultStore
 from ingest.retention import sweep_orphans
@@ -60,6 +62,7 @@ class Daemon:
         self.delivery_wake = threading.Event()
         self.channels: dict[str, Channel] = {}
         self.node = Node(settings, store) if settings.cluster.enabled else None
+        self.ctx.spool.node_id = self.node.id if self.node else None
         tag, lease = (self.node.id, self.node.lease) if self.node else (None, None)
         self.workers = [
             Worker(
@@ -176,11 +179,27 @@ class Daemon:
     def deliver_pending(self) -> int:
         """Give finished files' results back through the channel that brought them."""
         done = 0
-        for outcome in self.results.undelivered(set(self.channels)):
+        pending = self.results.undelivered(set(self.channels))
+        if self.node is not None:
+            pending = self._ours_to_deliver(pending)
+        for outcome in pending:
             if self._deliver(outcome):
                 self.results.mark_delivered(outcome.file_id)
                 done += 1
         return done
+
+    def _ours_to_deliver(self, pending: list[FileOutcome]) -> list[FileOutcome]:
+        """Cluster mode: the results this node gives back, each claimed so that one node does.
+
+        A file goes back through the node that received it (its FTP `results/`, its mail), or
+        through any node once the receiving one is dead.
+        """
+        assert self.node is not None
+        alive = {n.id for n in cluster_nodes(self.store, self.node.lease) if n.alive}
+        mine = [o for o in pending if o.meta.get("node") in (self.node.id, None)]
+        mine += [o for o in pending if o.meta.get("node") not in alive | {self.node.id, None}]
+        claim = FileLifecycle(self.store).claim_delivery
+        return [o for o in mine if claim(o.file_id, self.node.id, self.node.lease)]
 
     def _deliver(self, outcome: FileOutcome) -> bool:
         channel = self.channels.get(outcome.channel)

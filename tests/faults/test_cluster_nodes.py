@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_two_nodes_one_postgres(tmp_path: Path, pg_database: str) -> None:
         by_node = db.query("SELECT channel, count(*) AS n FROM files GROUP BY channel")
         assert {r["channel"] for r in by_node} == {"ftp", "http", "smtp"}
         _results_from_the_survivor(b, [(f, n, i) for f, n, i in acked if n is a and i])
+        _result_mails_once(db, [a, b])
         a.start()  # the killed node rejoins under its own id
         _jobs_ran_once(db, [a, b])
         print(
@@ -148,6 +150,25 @@ def _results_from_the_survivor(
         got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
         assert got.status_code == 200, (f.name, got.status_code, got.text[:300])
         assert f.changes[0][0].encode() in got.content
+
+
+def _result_mails_once(db: Db, nodes: list[DaemonProcess]) -> None:
+    """Each file that came by mail got exactly one result mail, from one of the nodes."""
+    mailed = [r["id"] for r in db.query("SELECT id FROM files WHERE channel = 'smtp'")]
+    until(
+        lambda: len(db.query("SELECT id FROM files WHERE delivered_at IS NULL")) == 0,
+        "every result to be given back",
+        60,
+        0.2,
+    )
+    results: dict[str, int] = {}
+    for node in nodes:
+        for path in (node.folder / "var" / "outbox").glob("*.eml"):
+            msg = message_from_bytes(path.read_bytes())
+            if "result for" in str(msg["Subject"]):
+                file_id = str(msg["X-Returnsd-File-Id"])
+                results[file_id] = results.get(file_id, 0) + 1
+    assert results == dict.fromkeys(mailed, 1), results
 
 
 def _jobs_ran_once(db: Db, nodes: list[DaemonProcess]) -> None:
