@@ -6,6 +6,10 @@ Salesforce reconciler per campaign with `salesforce.reconcile` (likewise), the l
 reports (looked for every minute). Misfires are caught up, not skipped:
 `misfire_grace_time=None` while running, and at build time every job whose latest fire time is
 after its last successful run (kept by the daemon in `job_runs`) is given an immediate first run.
+
+Several nodes (cluster mode): every node schedules every job, and each run first claims its period
+(the latest fire time not after now) through `Jobs.claim_period`; only the node that wins the
+claim runs it, so each period runs once across the nodes, a catch-up run at start included.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -46,6 +50,8 @@ class Jobs:
     set_last_run: Callable[[str, datetime], None]
     reports: Callable[[], None] | None = None  # the console's scheduled reports, when it runs
     reconcile: Callable[[str], None] | None = None  # a campaign's Salesforce reconciler
+    # Cluster mode: True when this node is the one to run (job id, period start); None: always.
+    claim_period: Callable[[str, datetime], bool] | None = None
 
 
 def pull_job_id(campaign_id: str) -> str:
@@ -118,9 +124,50 @@ def _add(
     if missed(trigger, last, now):
         log.info("job %s is owed a run (last success: %s): running it now", job_id, last or "never")
         extra["next_run_time"] = now
+    if jobs.claim_period is not None:
+        work = once_per_period(job_id, trigger, work, jobs.claim_period)
     scheduler.add_job(
         guarded(job_id, work, jobs.set_last_run), trigger, id=job_id, name=job_id, **extra
     )
+
+
+class NotOurs(Exception):
+    """Another node runs this period of the job: nothing to do, nothing to record."""
+
+
+def once_per_period(
+    job_id: str,
+    trigger: CronTrigger,
+    work: Callable[[], None],
+    claim: Callable[[str, datetime], bool],
+) -> Callable[[], None]:
+    """Wrap a job so that it runs only when this node wins the claim of the current period."""
+
+    def run() -> None:
+        period = period_of(trigger, datetime.now(UTC))
+        if period is not None and not claim(job_id, period):
+            raise NotOurs(job_id)
+        work()
+
+    return run
+
+
+WINDOWS = (timedelta(minutes=2), timedelta(hours=3), timedelta(days=2), timedelta(days=40))
+
+
+def period_of(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The latest fire time of `trigger` not after `now` (the period a run now belongs to)."""
+    for window in (*WINDOWS, timedelta(days=400)):
+        latest: datetime | None = trigger.get_next_fire_time(None, now - window)
+        if latest is None or latest > now:
+            continue
+        for _ in range(100_000):
+            after = trigger.get_next_fire_time(latest, latest + timedelta(microseconds=1))
+            if after is None or after > now:
+                break
+            latest = after
+        return latest
+    return None
 
 
 def missed(trigger: CronTrigger, last_run: datetime | None, now: datetime) -> bool:
@@ -153,6 +200,8 @@ def guarded(
         started = datetime.now(UTC)
         try:
             work()
+        except NotOurs:
+            return
         except Exception:
             log.exception("job %s failed; it runs again at its next fire time", job_id)
             return

@@ -26,6 +26,7 @@ from ingest.errors import ConfigError
 __all__ = [
     "Campaign",
     "Channels",
+    "ClusterOptions",
     "ConsoleOptions",
     "ConsoleUser",
     "DropdirOptions",
@@ -168,6 +169,15 @@ class Limits(Strict):
     max_archive_members: int = Field(default=100, ge=1)
 
 
+class ClusterOptions(Strict):
+    """Several nodes over one PostgreSQL database (SQLite is always single-node)."""
+
+    enabled: bool = False
+    node_id: str | None = Field(default=None, min_length=1, max_length=128)  # default: host:pid
+    lease_seconds: float = Field(default=30, gt=0)  # a claim or a node is dead this long after
+    heartbeat_seconds: float = Field(default=5, gt=0)  # its last heartbeat
+
+
 class Settings(Strict):
     """The whole daemon configuration."""
 
@@ -185,6 +195,7 @@ class Settings(Strict):
     channels: Channels = Channels()
     impact_api: ImpactApiOptions = ImpactApiOptions()
     console: ConsoleOptions | None = None
+    cluster: ClusterOptions = ClusterOptions()
     campaigns: list[Campaign]
     base_dir: Path = Path(".")
 

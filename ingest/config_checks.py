@@ -69,6 +69,7 @@ def _problems(s: Settings) -> Iterator[str]:
         yield "channels.smtp: require_starttls and auth_users need tls_cert and tls_key"
     yield from _cron_problems(s)
     yield from salesforce_problems(s)
+    yield from _cluster_problems(s)
     ftp = s.channels.ftp
     if ftp and ftp.passive_ports and ftp.passive_ports[0] > ftp.passive_ports[1]:
         yield "channels.ftp.passive_ports: first port must not exceed the second"
@@ -85,6 +86,15 @@ def _api_account_problems(s: Settings) -> Iterator[str]:
         for cid in a.campaigns:
             if cid not in known:
                 yield f"impact_api.accounts {a.sid}: unknown campaign {cid!r}"
+
+
+def _cluster_problems(s: Settings) -> Iterator[str]:
+    if not s.cluster.enabled:
+        return
+    if not s.database_url.startswith(("postgresql://", "postgres://", "postgresql+")):
+        yield "cluster.enabled needs a PostgreSQL database_url (SQLite is single-node)"
+    if s.cluster.heartbeat_seconds * 2 > s.cluster.lease_seconds:
+        yield "cluster.heartbeat_seconds must be at most half of cluster.lease_seconds"
 
 
 def _cron_problems(s: Settings) -> Iterator[str]:

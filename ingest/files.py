@@ -3,6 +3,12 @@
 QUEUED → PROCESSING → COMPLETE | FAILED, or DUPLICATE at intake; back to QUEUED on release
 (database outage), recovery (dead worker) or an operator's reprocess. The engine returns a
 `Completed` outcome that `complete` records in the engine's own transaction.
+
+Several nodes over one PostgreSQL database: a claim takes the oldest queued row `FOR UPDATE SKIP
+LOCKED` (two nodes never wait on or take the same row) and carries a lease (`lease_until`) that the
+claimer's heartbeat renews; `recover` requeues the files whose lease ran out; `complete` records
+only while the claim is still the claimer's, so a node that lost its claim (stalled past its lease)
+rolls its whole transaction back instead of applying a file that another node now holds.
 """
 
 from __future__ import annotations
@@ -10,14 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, or_, select, update
 
+from ingest import blobs
 from ingest import tables as t
+from ingest.errors import Transient
 from ingest.events import file_event
 from ingest.store import Store
 
@@ -53,6 +61,11 @@ class FileRecord:
     name: str
     sender: str | None
     spool_path: Path
+    claimed_by: str = ""  # the worker that holds the claim ("" outside a claim)
+
+
+class LostClaim(Transient):
+    """The file's claim passed to another worker (this one outlived its lease): roll back."""
 
 
 @dataclass(frozen=True)
@@ -183,10 +196,24 @@ def _first_with_hash(
     return (found[0], found[1], found[2]) if found else None
 
 
-def complete(conn: Connection, file_id: str, outcome: Completed) -> None:
-    """Record a processed file's result and COMPLETE status (in the engine's transaction)."""
+def complete(conn: Connection, file_id: str, outcome: Completed, claimed_by: str = "") -> None:
+    """Record a processed file's result and COMPLETE status (in the engine's transaction).
+
+    With `claimed_by`, raises LostClaim (the caller's transaction must roll back) unless the file
+    is still PROCESSING under that worker's claim.
+    """
+    if claimed_by:
+        _hold(conn, file_id, claimed_by)
     _set_result(conn, file_id, str(outcome.result_path), outcome.summary)
     _finish(conn, file_id, FileStatus.COMPLETE, counts=outcome.counts)
+
+
+def _hold(conn: Connection, file_id: str, worker: str) -> None:
+    """Lock the file's row and check that `worker` still holds its claim."""
+    f = t.files.c
+    q = select(f.worker).where(f.id == file_id, f.status == FileStatus.PROCESSING)
+    if conn.scalar(q.with_for_update()) != worker:
+        raise LostClaim(f"file {file_id} is no longer claimed by {worker}; another worker has it")
 
 
 def _set_result(conn: Connection, file_id: str, path: str, summary: dict[str, Any]) -> None:
@@ -206,7 +233,13 @@ def _finish(
     error: tuple[str | None, str | None] = (None, None),
 ) -> None:
     q = update(t.files).where(t.files.c.id == file_id)
-    values = {"status": status, "finished_at": _now(), "counts": counts, "worker": None}
+    values = {
+        "status": status,
+        "finished_at": _now(),
+        "counts": counts,
+        "worker": None,
+        "lease_until": None,
+    }
     conn.execute(q.values(**values, error_code=error[0], error_message=error[1]))
 
 
@@ -237,15 +270,24 @@ class FileLifecycle:
             found = conn.scalar(select(t.files.c.status).where(t.files.c.id == file_id))
         return FileStatus(found) if found else None
 
-    def claim(self, worker: str, file_id: str | None = None) -> FileRecord | None:
-        """Move the oldest QUEUED file (or the given one) to PROCESSING for `worker`."""
+    def claim(
+        self, worker: str, file_id: str | None = None, lease: timedelta | None = None
+    ) -> FileRecord | None:
+        """Move the oldest QUEUED file (or the given one) to PROCESSING for `worker`.
+
+        `lease`: the claim is good that long unless renewed (cluster mode). On PostgreSQL the row
+        is taken FOR UPDATE SKIP LOCKED: rows another node is claiming are passed over, not waited
+        on (SQLite serialises writers with BEGIN IMMEDIATE instead).
+        """
         f = t.files.c
         with self.store.begin() as conn:
             q = select(t.files).where(f.status == FileStatus.QUEUED)
             q = q.where(f.id == file_id) if file_id else q.order_by(f.id)
-            row = conn.execute(q.limit(1)).mappings().first()
+            q = q.limit(1).with_for_update(skip_locked=True)
+            row = conn.execute(q).mappings().first()
             if row is None:
                 return None
+            now = _now()
             done = conn.execute(
                 update(t.files)
                 .where(f.id == row["id"], f.status == FileStatus.QUEUED)
@@ -253,7 +295,8 @@ class FileLifecycle:
                     status=FileStatus.PROCESSING,
                     attempts=f.attempts + 1,
                     worker=worker,
-                    started_at=_now(),
+                    started_at=now,
+                    lease_until=now + lease if lease else None,
                 )
             )
             if done.rowcount != 1:
@@ -265,33 +308,65 @@ class FileLifecycle:
             row["name"],
             row["sender"],
             Path(row["spool_path"]),
+            worker,
         )
 
-    def release(self, file_id: str, why: str) -> None:
-        """Put a PROCESSING file back in the queue (raises Transient while the DB is down)."""
+    def renew(self, worker: str, lease: timedelta) -> int:
+        """Extend the lease of every file `worker` holds; return how many it holds."""
         f = t.files.c
+        q = (
+            update(t.files)
+            .where(f.status == FileStatus.PROCESSING, f.worker == worker)
+            .values(lease_until=_now() + lease)
+        )
+        with self.store.begin() as conn:
+            return conn.execute(q).rowcount
+
+    def release(self, file_id: str, why: str, worker: str = "") -> None:
+        """Put a PROCESSING file back in the queue (raises Transient while the DB is down).
+
+        With `worker`, only while that worker still holds the file's claim.
+        """
+        f = t.files.c
+        q = update(t.files).where(f.id == file_id, f.status == FileStatus.PROCESSING)
+        if worker:
+            q = q.where(f.worker == worker)
         with self.store.begin() as conn:
             conn.execute(
-                update(t.files)
-                .where(f.id == file_id, f.status == FileStatus.PROCESSING)
-                .values(status=FileStatus.QUEUED, worker=None, error_message=why)
+                q.values(status=FileStatus.QUEUED, worker=None, lease_until=None, error_message=why)
             )
 
     def recover(
-        self, worker: str, alive: Callable[[str | None, datetime | None], bool], max_attempts: int
+        self,
+        worker: str,
+        alive: Callable[[str | None, datetime | None], bool],
+        max_attempts: int,
+        *,
+        mine_too: bool = False,
     ) -> list[tuple[str, int]]:
         """Requeue PROCESSING files of dead workers, or fail them after `max_attempts`.
 
+        A claim with a lease is dead once its lease has run out; one without (single node) when
+        `alive` says its worker is gone. `worker`'s own claims count as dead only with `mine_too`
+        (at start, before it holds anything). Rows another node is recovering are skipped.
         Returns (file id, attempts) of each file taken back.
         """
         f = t.files.c
-        q = select(f.id, f.worker, f.started_at, f.attempts).where(
+        q = select(f.id, f.worker, f.started_at, f.attempts, f.lease_until).where(
             f.status == FileStatus.PROCESSING
         )
+        now = _now()
+
+        def dead(r: Any) -> bool:
+            if r.worker == worker:
+                return mine_too
+            if r.lease_until is not None:
+                return bool(r.lease_until < now)
+            return not alive(r.worker, r.started_at)
+
         with self.store.begin() as conn:
-            rows = conn.execute(q).all()
-            dead = [r for r in rows if r.worker != worker and not alive(r.worker, r.started_at)]
-            for r in dead:
+            rows = [r for r in conn.execute(q.with_for_update(skip_locked=True)) if dead(r)]
+            for r in rows:
                 if r.attempts >= max_attempts:
                     why = f"processing was interrupted {r.attempts} times; the operator must look"
                     fail(conn, r.id, INTERRUPTED, why + " at it")
@@ -299,9 +374,9 @@ class FileLifecycle:
                     conn.execute(
                         update(t.files)
                         .where(f.id == r.id)
-                        .values(status=FileStatus.QUEUED, worker=None)
+                        .values(status=FileStatus.QUEUED, worker=None, lease_until=None)
                     )
-        return [(r.id, r.attempts) for r in dead]
+        return [(r.id, r.attempts) for r in rows]
 
     def fail(
         self, file_id: str, code: str, message: str, timings: dict[str, float] | None = None
@@ -311,10 +386,31 @@ class FileLifecycle:
             return fail(conn, file_id, code, message, timings)
 
     def deliver(self, file_id: str) -> None:
-        """Record that the sender got the result."""
-        q = update(t.files).where(t.files.c.id == file_id).values(delivered_at=_now())
+        """Record that the sender got the result (and free a delivery claim)."""
+        q = update(t.files).where(t.files.c.id == file_id)
         with self.store.begin() as conn:
-            conn.execute(q)
+            conn.execute(q.values(delivered_at=_now(), worker=None, lease_until=None))
+
+    def claim_delivery(self, file_id: str, node: str, lease: timedelta) -> bool:
+        """Cluster mode: True when `node` may give the file's result back now.
+
+        A finished file's `worker` and `lease_until` hold the delivery claim (they are free once
+        a file is finished): one node delivers a result, and another takes over only when that
+        node's claim ran out without the delivery being recorded.
+        """
+        f, now = t.files.c, _now()
+        q = (
+            update(t.files)
+            .where(
+                f.id == file_id,
+                f.delivered_at.is_(None),
+                f.status.in_(sorted(FINISHED)),
+                or_(f.worker.is_(None), f.worker == node, f.lease_until < now),
+            )
+            .values(worker=node, lease_until=now + lease)
+        )
+        with self.store.begin() as conn:
+            return conn.execute(q).rowcount == 1
 
     def reprocess(self, file_id: str, actor: str) -> FileStatus | None:
         """Queue a FAILED or DUPLICATE file again on an operator's request; return its old status.
@@ -331,7 +427,7 @@ class FileLifecycle:
             if old not in (FileStatus.FAILED, FileStatus.DUPLICATE):
                 raise ValueError(f"file {file_id} is {old}: only FAILED or DUPLICATE files")
             path = row["spool_path"] or _spool_path(conn, row["duplicate_of"])
-            if not path or not Path(path).exists():
+            if not path or not _bytes_kept(conn, path):
                 raise ValueError(f"the bytes of file {file_id} are no longer kept")
             meta = dict(_json(row["meta"]) or {})
             history = [*meta.get("reprocessed", [])]
@@ -375,6 +471,7 @@ class FileLifecycle:
         """Forget a file's result and spooled bytes (the record itself stays)."""
         with self.store.begin() as conn:
             conn.execute(t.results.delete().where(t.results.c.file_id == file_id))
+            blobs.drop(conn, file_id)
             q = update(t.files).where(t.files.c.id == file_id).values(spool_path="")
             conn.execute(q)
 
@@ -386,6 +483,11 @@ class FileLifecycle:
                 q = select(t.files.c.id).where(t.files.c.id.in_(ids[i : i + 500]))
                 found.update(conn.scalars(q))
         return found
+
+
+def _bytes_kept(conn: Connection, path: str) -> bool:
+    held = blobs.held_id(path)
+    return blobs.held(conn, held, blobs.SPOOL) if held else Path(path).exists()
 
 
 def _spool_path(conn: Connection, file_id: str | None) -> str:

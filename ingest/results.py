@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, func, select
 
+from ingest import blobs
 from ingest import tables as t
 from ingest.files import FINISHED, FileLifecycle
 from ingest.store import Store
@@ -67,6 +69,10 @@ class FileOutcome:
     meta: dict[str, Any] = field(default_factory=dict)
     result_path: Path | None = None
     summary_doc: dict[str, Any] | None = None
+    # Cluster mode: the result CSV another node wrote, read from the database.
+    stored_result: Callable[[], bytes | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def finished(self) -> bool:
@@ -90,9 +96,11 @@ class FileOutcome:
 
     def result_csv(self) -> bytes | None:
         """The result CSV (original columns + outcome columns), or None if there is none."""
-        if self.result_path is None or not self.result_path.exists():
+        if self.result_path is None:
             return None
-        return self.result_path.read_bytes()
+        if self.result_path.exists():
+            return self.result_path.read_bytes()
+        return self.stored_result() if self.stored_result else None
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary: ids, sender, status, counts by status and error code, timings."""
@@ -153,7 +161,7 @@ class ResultStore:
         q = _outcome_query().where(t.files.c.id == file_id)
         with self.store.read() as conn:
             row = conn.execute(q).first()
-        return _to_outcome(row) if row else None
+        return self._outcome(row) if row else None
 
     def recent(
         self, campaign: str | None = None, status: str | None = None, limit: int | None = 50
@@ -161,7 +169,7 @@ class ResultStore:
         """The newest files, optionally of one campaign or status (all when limit=None)."""
         q = _filtered(_outcome_query().order_by(t.files.c.id.desc()).limit(limit), campaign, status)
         with self.store.read() as conn:
-            return [_to_outcome(r) for r in conn.execute(q)]
+            return [self._outcome(r) for r in conn.execute(q)]
 
     def count(self, campaign: str | None = None, status: str | None = None) -> int:
         """How many files `recent` would list without a limit."""
@@ -182,7 +190,16 @@ class ResultStore:
             .limit(limit)
         )
         with self.store.read() as conn:
-            return [_to_outcome(r) for r in conn.execute(q)]
+            return [self._outcome(r) for r in conn.execute(q)]
+
+    def _outcome(self, row: Row[Any]) -> FileOutcome:
+        outcome = _to_outcome(row)
+        return replace(outcome, stored_result=lambda: self.stored_result(outcome.file_id))
+
+    def stored_result(self, file_id: str) -> bytes | None:
+        """The result CSV of a file kept in the database (cluster mode), or None."""
+        with self.store.read() as conn:
+            return blobs.get(conn, file_id, blobs.RESULT)
 
     def mark_delivered(self, file_id: str) -> None:
         """Record that the sender got the result."""

@@ -1,4 +1,9 @@
-"""Durable intake: store a received file's bytes, record it, and only then let the channel ack."""
+"""Durable intake: store a received file's bytes, record it, and only then let the channel ack.
+
+Single node: the bytes are fsynced under `spool_dir` and renamed before the record commits. In
+cluster mode they go into the database (`ingest.blobs`) in the same transaction as the record,
+so one commit makes both durable and any node can process the file.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 
-from ingest import errors, files
+from ingest import blobs, errors, files
 from ingest.config import Settings
 from ingest.errors import FileRejected, SpoolFull, UnknownCampaign
 from ingest.files import FINISHED, FileStatus, NewFile
@@ -72,6 +77,8 @@ class Spool:
         self.root = settings.path(settings.spool_dir)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.shared = settings.cluster.enabled  # bytes in the database, read by every node
+        self.node_id: str | None = None  # cluster mode: the node that receives (set by the root)
         self._listeners: list[Callable[[Accepted], None]] = []
 
     def on_queued(self, listener: Callable[[Accepted], None]) -> None:
@@ -108,17 +115,20 @@ class Spool:
             )
         now = datetime.now(UTC)
         file_id = new_file_id(now)
-        final = self.root / campaign / file_id
+        final = self.tmp / f"{file_id}.shared" if self.shared else self.root / campaign / file_id
         size, digest = self._store_bytes(data, final)
+        where = blobs.db_path(file_id) if self.shared else final
+        if self.node_id:
+            meta = {**(meta or {}), "node": self.node_id}  # this node gives the result back
         try:
             new = NewFile(
-                file_id, campaign, channel, base, size, digest, final, now, sender, peer, meta or {}
+                file_id, campaign, channel, base, size, digest, where, now, sender, peer, meta or {}
             )
-            accepted = self._record(new)
+            accepted = self._record(new, final)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
-        if accepted.file_id != file_id:
+        if accepted.file_id != file_id or self.shared:
             final.unlink(missing_ok=True)
         if accepted.status == QUEUED:
             for listener in self._listeners:
@@ -142,10 +152,12 @@ class Spool:
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
-                os.fsync(out.fileno())
+                if not self.shared:  # shared: the database commit makes the bytes durable
+                    os.fsync(out.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            if not self.shared:
+                _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -156,11 +168,13 @@ class Spool:
             raise
         return size, digest.hexdigest()
 
-    def _record(self, new: NewFile) -> Accepted:
+    def _record(self, new: NewFile, stored: Path) -> Accepted:
         for _ in range(3):
             try:
                 with self.store.begin() as conn:
                     admitted = files.admit(conn, new)
+                    if self.shared and admitted.file_id == new.id and admitted.status == QUEUED:
+                        blobs.put(conn, new.id, blobs.SPOOL, stored)
             except IntegrityError:
                 continue  # another copy was recorded at the same moment: look again
             return Accepted(

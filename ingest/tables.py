@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -154,6 +155,8 @@ files = Table(
     Column("started_at", UtcDateTime, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("delivered_at", UtcDateTime, nullable=True),
+    # Cluster mode: the claim (held by `worker`) is good until then; the heartbeat renews it.
+    Column("lease_until", UtcDateTime, nullable=True),
 )
 
 # One row per (campaign, content hash): the first file with those bytes. Its primary key is what
@@ -375,4 +378,36 @@ salesforce_cursors = Table(
     Column("campaign_id", String(64), primary_key=True),
     Column("modstamp", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Cluster mode: the nodes of one database, each with its last heartbeat.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("version", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("stopped_at", UtcDateTime, nullable=True),
+)
+
+# Cluster mode: received bytes ("spool") and result CSVs ("result") in 1 MiB chunks, so that every
+# node reads what any node received or wrote.
+spool_chunks = Table(
+    "spool_chunks",
+    metadata,
+    Column("file_id", String(32), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Cluster mode: one row per scheduled job and period; the node whose insert wins runs it.
+job_claims = Table(
+    "job_claims",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("period", UtcDateTime, primary_key=True),
+    Column("node_id", String(128), nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
 )

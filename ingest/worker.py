@@ -10,9 +10,10 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from ingest import files, salesforce
+from ingest import blobs, files, salesforce
 from ingest.config import Settings
 from ingest.engine import Progress, parse_file, run_file
 from ingest.errors import FileRejected, Transient
@@ -72,8 +73,27 @@ def process_file(
         return FileLifecycle(store).fail(rec.id, exc.code, exc.message, timings)
     with store.begin() as conn:
         outcome = run_file(conn, store.sql, job)
-        files.complete(conn, rec.id, outcome)
+        files.complete(conn, rec.id, outcome, rec.claimed_by)
+        if settings.cluster.enabled and outcome.result_path.is_file():
+            blobs.put(conn, rec.id, blobs.RESULT, outcome.result_path)  # any node serves it
     return outcome.summary
+
+
+def fetch_bytes(store: Store, settings: Settings, rec: FileRecord) -> FileRecord:
+    """A claimed file whose bytes are in the database, with them copied to a local file."""
+    held = blobs.held_id(rec.spool_path)
+    if held is None:
+        return rec
+    with store.read() as conn:
+        data = blobs.get(conn, held, blobs.SPOOL)
+    if data is None:
+        raise FileNotFoundError(f"the bytes of file {held} are no longer kept")
+    local = settings.path(settings.spool_dir) / "tmp" / f"{rec.id}.claimed"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return FileRecord(
+        rec.id, rec.campaign_id, rec.channel, rec.name, rec.sender, local, rec.claimed_by
+    )
 
 
 def _outcome_text(summary: dict[str, Any]) -> str:
@@ -95,20 +115,26 @@ class Worker:
         store: Store,
         *,
         on_finished: Callable[[str], None] | None = None,
+        tag: str | None = None,
+        lease: timedelta | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.tag = worker_name()
+        self.tag = tag or worker_name()
+        self.lease = lease  # cluster mode: claims carry a lease the node's heartbeat renews
         self.on_finished = on_finished
         self.wake = threading.Event()
         self.unreleased: set[str] = set()  # files to put back in the queue once the DB is back
         self.files = FileLifecycle(store)
 
-    def recover(self) -> int:
+    def recover(self, *, mine_too: bool = False) -> int:
         """Requeue files whose worker died mid-way (or fail them after max attempts)."""
         now = datetime.now(UTC)
         dead = self.files.recover(
-            self.tag, lambda tag, started: _alive(tag, started, now), self.settings.max_attempts
+            self.tag,
+            lambda tag, started: _alive(tag, started, now),
+            self.settings.max_attempts,
+            mine_too=mine_too,
         )
         for file_id, attempts in dead:
             log.warning("file %s was interrupted (attempt %s); requeued", file_id, attempts)
@@ -116,12 +142,15 @@ class Worker:
 
     def claim(self, file_id: str | None = None) -> FileRecord | None:
         """Take the oldest queued file (or the given one) for this worker, or None."""
-        return self.files.claim(self.tag, file_id)
+        return self.files.claim(self.tag, file_id, self.lease)
 
     def process(self, rec: FileRecord, progress: Progress | None = None) -> None:
         """Run the engine on a claimed file; errors park or requeue it, never crash the worker."""
         started = time.perf_counter()
+        local: Path | None = None
         try:
+            rec = fetch_bytes(self.store, self.settings, rec)
+            local = rec.spool_path if rec.spool_path.name.endswith(".claimed") else None
             summary = process_file(self.store, self.settings, rec, progress=progress or _quiet)
         except Transient as exc:
             self._release(rec, f"{exc}")
@@ -137,6 +166,9 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - park the file with its traceback, keep running
             log.error("file %s failed unexpectedly:\n%s", rec.id, traceback.format_exc())
             summary = self.files.fail(rec.id, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            if local is not None:
+                local.unlink(missing_ok=True)
         file_event(
             "processed",
             file_id=rec.id,
@@ -158,7 +190,7 @@ class Worker:
         """Put files this worker gave up on back in the queue (retried until the DB answers)."""
         for file_id in sorted(self.unreleased):
             try:
-                self.files.release(file_id, why)
+                self.files.release(file_id, why, self.tag)
             except Transient:
                 log.warning("could not requeue %s yet (database down); will retry", file_id)
                 return

@@ -12,12 +12,16 @@ from typing import Any
 
 from channels.base import Channel, ChannelContext
 from channels.registry import CHANNELS, pull_channel
+from ingest.cluster import JobClaims, Node
+from ingest.cluster import nodes as cluster_nodes
 from ingest.config import Settings
 from ingest.errors import Transient
+from ingest.files import FileLifecycle
+from ingest.nodelock import SingleNodeLock
 from ingest.results import FileOutcome, ResultStore
 from ingest.retention import sweep_orphans
 from ingest.spool import Spool
-from ingest.store import Store
+from ingest.store import Store, sqlite_path
 from ingest.worker import Worker
 
 log = logging.getLogger("returnsd.daemon")
@@ -57,17 +61,31 @@ class Daemon:
         self.stopping = threading.Event()
         self.delivery_wake = threading.Event()
         self.channels: dict[str, Channel] = {}
+        self.node = Node(settings, store) if settings.cluster.enabled else None
+        self.ctx.spool.node_id = self.node.id if self.node else None
+        tag, lease = (self.node.id, self.node.lease) if self.node else (None, None)
         self.workers = [
-            Worker(settings, store, on_finished=lambda _id: self.delivery_wake.set())
+            Worker(
+                settings,
+                store,
+                on_finished=lambda _id: self.delivery_wake.set(),
+                tag=tag,
+                lease=lease,
+            )
             for _ in range(settings.workers)
         ]
         self.threads: list[threading.Thread] = []
         self.scheduler: Any = None
         self.console: Any = None
+        self.single_node: SingleNodeLock | None = None
 
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
-        self.workers[0].recover()
+        self._claim_database()
+        if self.node is not None:
+            self.node.join()
+            self._thread("heartbeat", self._heartbeat_loop)
+        self.workers[0].recover(mine_too=self.node is not None)  # a restarted node's own too
         sweep_orphans(self.settings, self.store)
         self.ctx.spool.on_queued(self._wake_workers)
         for i, worker in enumerate(self.workers):
@@ -137,6 +155,27 @@ class Daemon:
         applier = Applier(self.settings, self.store)
         self._thread("api-submissions", partial(applier.run, self.stopping))
 
+    def _claim_database(self) -> None:
+        """SQLite is single-node: refuse to start while another daemon holds its lock."""
+        path = sqlite_path(self.settings.database_url, self.settings.base_dir)
+        if path is not None:
+            lock = SingleNodeLock(path)
+            lock.acquire()
+            self.single_node = lock
+
+    def _heartbeat_loop(self) -> None:
+        """Cluster mode: heartbeat and renew leases; requeue the files of nodes that died."""
+        assert self.node is not None
+        while not self.stopping.wait(self.node.heartbeat_seconds):
+            try:
+                self.node.beat()
+                if self.workers[0].recover():
+                    self._wake_workers(None)
+            except Transient as exc:
+                log.warning("heartbeat failed (database unavailable): %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
     def _wake_workers(self, _accepted: object) -> None:
         for worker in self.workers:
             worker.wake.set()
@@ -161,6 +200,7 @@ class Daemon:
             set_last_run=ledger.set_last_run,
             reports=self._reports_job if self.console is not None else None,
             reconcile=self._reconcile_job,
+            claim_period=JobClaims(self.store, self.node.id).claim if self.node else None,
         )
         return build_scheduler(self.settings, jobs)
 
@@ -198,11 +238,27 @@ class Daemon:
     def deliver_pending(self) -> int:
         """Give finished files' results back through the channel that brought them."""
         done = 0
-        for outcome in self.results.undelivered(set(self.channels)):
+        pending = self.results.undelivered(set(self.channels))
+        if self.node is not None:
+            pending = self._ours_to_deliver(pending)
+        for outcome in pending:
             if self._deliver(outcome):
                 self.results.mark_delivered(outcome.file_id)
                 done += 1
         return done
+
+    def _ours_to_deliver(self, pending: list[FileOutcome]) -> list[FileOutcome]:
+        """Cluster mode: the results this node gives back, each claimed so that one node does.
+
+        A file goes back through the node that received it (its FTP `results/`, its mail), or
+        through any node once the receiving one is dead.
+        """
+        assert self.node is not None
+        alive = {n.id for n in cluster_nodes(self.store, self.node.lease) if n.alive}
+        mine = [o for o in pending if o.meta.get("node") in (self.node.id, None)]
+        mine += [o for o in pending if o.meta.get("node") not in alive | {self.node.id, None}]
+        claim = FileLifecycle(self.store).claim_delivery
+        return [o for o in mine if claim(o.file_id, self.node.id, self.node.lease)]
 
     def _deliver(self, outcome: FileOutcome) -> bool:
         channel = self.channels.get(outcome.channel)
@@ -236,6 +292,14 @@ class Daemon:
         for thread in self.threads:
             thread.join(timeout=600)
         self.threads.clear()
+        if self.node is not None:
+            try:
+                self.node.leave()
+            except Transient as exc:
+                log.warning("could not record this node's stop: %s", exc)
+        if self.single_node is not None:
+            self.single_node.release()
+            self.single_node = None
 
     def run(self) -> None:
         """Start, then block until SIGTERM or SIGINT; stop cleanly."""

@@ -1,0 +1,143 @@
+"""Cluster mode: the nodes over one PostgreSQL database, their heartbeats, and jobs run once.
+
+Each node has a row in `nodes` that its heartbeat refreshes every `heartbeat_seconds`; the same
+beat renews the leases of the files it holds. A node is alive while its last heartbeat is younger
+than `lease_seconds`. A scheduled job runs once per period across the nodes: the node whose insert
+of the (job, period) row into `job_claims` wins runs it (`INSERT … ON CONFLICT DO NOTHING`, which
+holds behind a transaction-pooling PgBouncer, unlike a session advisory lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from ingest import tables as t
+from ingest.config import Settings
+from ingest.errors import ConfigError
+from ingest.files import FileLifecycle, FileStatus
+from ingest.store import Store
+from ingest.worker import worker_name
+
+log = logging.getLogger("returnsd.cluster")
+
+
+def returnsd_version() -> str:
+    """The installed returnsd version."""
+    try:
+        return version("returnsd")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Node:
+    """This daemon as one node of a cluster: its row, its heartbeat, the leases it renews."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        opts = settings.cluster
+        self.id = opts.node_id or worker_name()
+        self.lease = timedelta(seconds=opts.lease_seconds)
+        self.heartbeat_seconds = opts.heartbeat_seconds
+        self.store = store
+        self.files = FileLifecycle(store)
+
+    def join(self) -> None:
+        """Record this node as started; refuse an id a live node already uses."""
+        n = t.nodes.c
+        now = _now()
+        with self.store.begin() as conn:
+            row = conn.execute(select(t.nodes).where(n.id == self.id).with_for_update()).first()
+            if row is not None and row.stopped_at is None and now - row.heartbeat_at < self.lease:
+                raise ConfigError(
+                    f"cluster node id {self.id!r} is in use by a live node (heartbeat at "
+                    f"{row.heartbeat_at:%H:%M:%S} UTC); give each node its own cluster.node_id"
+                )
+            conn.execute(t.nodes.delete().where(n.id == self.id))
+            conn.execute(
+                t.nodes.insert(),
+                {
+                    "id": self.id,
+                    "version": returnsd_version(),
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "stopped_at": None,
+                },
+            )
+        log.info("cluster node %s joined (lease %gs)", self.id, self.lease.total_seconds())
+
+    def beat(self) -> int:
+        """Refresh this node's heartbeat and the leases of its files; return how many it holds."""
+        with self.store.begin() as conn:
+            q = update(t.nodes).where(t.nodes.c.id == self.id)
+            conn.execute(q.values(heartbeat_at=_now(), stopped_at=None))
+        return self.files.renew(self.id, self.lease)
+
+    def leave(self) -> None:
+        """Record a clean stop (the node holds nothing any more)."""
+        with self.store.begin() as conn:
+            q = update(t.nodes).where(t.nodes.c.id == self.id).values(stopped_at=_now())
+            conn.execute(q)
+
+
+class JobClaims:
+    """Once-per-period runs of scheduled jobs across the nodes of one database."""
+
+    def __init__(self, store: Store, node_id: str) -> None:
+        self.store = store
+        self.node_id = node_id
+
+    def claim(self, job_id: str, period: datetime) -> bool:
+        """True when this node is the one to run `job_id` for the period starting at `period`."""
+        row = {"job_id": job_id, "period": period, "node_id": self.node_id, "claimed_at": _now()}
+        q = pg_insert(t.job_claims).values(row).on_conflict_do_nothing()
+        with self.store.begin() as conn:
+            won = conn.execute(q.returning(t.job_claims.c.job_id)).first() is not None
+        if not won:
+            log.info("job %s for %s already ran on another node", job_id, period.isoformat())
+        return won
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node as operators see it."""
+
+    id: str
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    alive: bool
+    holding: int  # files it has PROCESSING
+
+
+def nodes(store: Store, lease: timedelta) -> list[NodeView]:
+    """Every node that ever joined, newest heartbeat first, with what each holds."""
+    f = t.files.c
+    held_q = (
+        select(f.worker, func.count()).where(f.status == FileStatus.PROCESSING).group_by(f.worker)
+    )
+    now = _now()
+    with store.read() as conn:
+        held = {w: int(n) for w, n in conn.execute(held_q)}
+        rows = conn.execute(select(t.nodes).order_by(t.nodes.c.heartbeat_at.desc())).all()
+    return [
+        NodeView(
+            r.id,
+            r.version,
+            r.started_at,
+            r.heartbeat_at,
+            r.stopped_at,
+            r.stopped_at is None and now - r.heartbeat_at < lease,
+            held.get(r.id, 0),
+        )
+        for r in rows
+    ]
