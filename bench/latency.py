@@ -18,6 +18,8 @@ at the end of the upload as the sender sees it and stops when the result is ther
 | drop folder | `os.rename` into the campaign folder | `results/result_<name>_<id>.csv` exists |
 | Salesforce | `<Ack>true</Ack>` to an Outbound Message (httpx) | the action REVERSED in the DB |
 
+`salesforce_ack` is the time from the POST to the Ack itself (the message is durable by then).
+
 Burst: 50 FTP uploads, 20 mails and 20 API posts released at once (one thread each); a client
 refused for a temporary reason (FTP 4xx, SMTP 4xx, HTTP 503, connection refused) retries after a
 short pause, as a sender would. Then the database is checked: every acknowledged file COMPLETE
@@ -122,6 +124,7 @@ class Latency:
         self.relay = relay
         self.creds = creds
         self.ledger = ledger
+        self.acks: list[float] = []  # Salesforce: POST → Ack (the message is durable)
 
     def run(self, channel: str, k: int) -> list[float]:
         """Send `k` files through `channel`, one after the other."""
@@ -166,12 +169,14 @@ class Latency:
             for i in range(k):
                 aid = self.ledger.returns_file(f"lat_sf_{i:03d}", "salesforce", 1).changes[0]
                 body = outbound_message(f"04lBENCH{i:010d}", aid.action_id, i)
+                sent = time.perf_counter()
                 resp = client.post(
                     f"/salesforce/{CAMPAIGN}",
                     content=body,
                     headers={"Content-Type": "text/xml; charset=utf-8"},
                 )
                 end = time.perf_counter()
+                self.acks.append(end - sent)
                 if resp.status_code != 200 or b"<Ack>true</Ack>" not in resp.content:
                     raise RuntimeError(f"salesforce message {i}: {resp.status_code} {resp.text}")
                 seen = poll(lambda a=aid.action_id: self._reversed(a), 0.005, aid.action_id)
@@ -393,6 +398,7 @@ def measure(
     lat = Latency(daemon, relay, creds, ledger)
     channels = {ch: summary(lat.run(ch, k)) for ch in ("ftp", "smtp", "http", "dropdir")}
     channels["salesforce"] = summary(lat.salesforce(k))
+    channels["salesforce_ack"] = summary(lat.acks)
     burst = Burst(daemon, creds, ledger).run()
     return {"channels": channels, "burst": burst, "target_p95_ms": TARGET_P95_MS}
 

@@ -42,6 +42,7 @@ from ingest.store import Store
 CHANNEL = "salesforce"
 UNKNOWN_ORGANIZATION = "UNKNOWN_ORGANIZATION"
 NOT_CONFIGURED = "NOT_CONFIGURED"
+RECORD_ID = re.compile(r"^[A-Za-z0-9]{1,18}$")  # 15 or 18 characters in Salesforce
 WHOLE_NUMBER = re.compile(r"^(\d+)\.0*$")  # Salesforce sends number fields as 101.0
 
 
@@ -88,8 +89,9 @@ def draft(mapping: SalesforceMapping, n: Notification) -> Line:
     if obj.type != mapping.object:
         why = f"a {obj.type} record: this campaign maps {mapping.object} records"
         return replace(line, outcome=early(ERROR, "MALFORMED", why))
-    if line.record_id is None:
-        return replace(line, outcome=early(ERROR, "MALFORMED", "the record has no Id"))
+    if line.record_id is None or not RECORD_ID.match(line.record_id):
+        why = f"the record's Id {line.record_id!r} is not a Salesforce id"
+        return replace(line, outcome=early(ERROR, "MALFORMED", why))
     if stamp is None:
         why = (
             f"{mapping.modstamp_field} is missing or not a date-time: add it to the "

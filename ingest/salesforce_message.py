@@ -30,6 +30,7 @@ MAX_DEPTH = 12  # Envelope/Body/notifications/Notification/sObject/field is 6 de
 MAX_NOTIFICATIONS = 100  # Salesforce sends at most 100 per message
 MAX_FIELDS = 500
 MAX_VALUE_CHARS = 32_768
+MAX_ID_CHARS = 64
 
 MALFORMED_XML = "MALFORMED_XML"  # not well-formed, or a DTD / entity (refused on purpose)
 NOT_A_MESSAGE = "NOT_AN_OUTBOUND_MESSAGE"
@@ -147,6 +148,8 @@ def _notification(item: Element, k: int) -> Notification:
     obj = _child(item, OUTBOUND, "sObject")
     if not nid or obj is None:
         raise FileRejected(NOT_A_MESSAGE, f"notification {k} has no Id or no sObject")
+    if len(nid) > MAX_ID_CHARS:
+        raise FileRejected(NOT_A_MESSAGE, f"notification {k}: an Id of {len(nid)} characters")
     xsi_type = obj.get(f"{{{XSI}}}type") or ""
     kind = xsi_type.rpartition(":")[2]
     if not kind:

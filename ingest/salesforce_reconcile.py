@@ -11,49 +11,28 @@ The cursor is kept in `salesforce_cursors` and advances only once the records ar
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from ingest import tables as t
 from ingest.config import Settings
-from ingest.errors import ConfigError, Terminal, Transient
+from ingest.errors import ConfigError
 from ingest.events import file_event
-from ingest.salesforce_config import OAuthOptions, ReconcileOptions, SalesforceMapping, org15
+from ingest.salesforce_config import SalesforceMapping, org15
 from ingest.salesforce_message import Notification, SObject, actor_of, render_message
+from ingest.salesforce_rest import RestClient, SalesforceRefused
 from ingest.spool import Spool
 from ingest.store import Store
 
 log = logging.getLogger("returnsd.salesforce")
 CHANNEL = "salesforce"
 PER_MESSAGE = 100  # as Salesforce sends them
-JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-
-class SalesforceUnavailable(Transient):
-    """Salesforce did not answer (network, 5xx): the next run tries again."""
-
-
-class SalesforceRefused(Terminal):
-    """Salesforce refused the sign-in or the query (credentials, SOQL): an operator must look."""
-
-
-@dataclass(frozen=True)
-class Session:
-    """A signed-in session: the bearer token, the org's API host, the org id."""
-
-    token: str
-    instance_url: str
-    org_id: str | None
 
 
 @dataclass(frozen=True)
@@ -65,107 +44,6 @@ class ReconcileReport:
     spooled: int
     files: tuple[str, ...]
     cursor: datetime | None
-
-
-class RestClient:
-    """The two Salesforce REST calls the reconciler needs: the OAuth token and the SOQL query."""
-
-    def __init__(self, options: ReconcileOptions, http: httpx.Client | None = None) -> None:
-        self.options = options
-        self.http = http or httpx.Client(timeout=options.timeout_seconds)
-
-    def login(self) -> Session:
-        """Sign in with the configured OAuth flow."""
-        oauth = self.options.oauth
-        doc = self._call("POST", f"{oauth.login_url}/services/oauth2/token", data=_grant(oauth))
-        org = str(doc.get("id", "")).rstrip("/").split("/")[-2:-1]
-        return Session(
-            str(doc["access_token"]), str(doc["instance_url"]).rstrip("/"), org[0] if org else None
-        )
-
-    def query(self, session: Session, soql: str) -> Iterator[dict[str, Any]]:
-        """Every record the query returns, following `nextRecordsUrl` page after page."""
-        version = self.options.api_version
-        url: str | None = f"{session.instance_url}/services/data/v{version}/query"
-        params: dict[str, str] | None = {"q": soql}
-        headers = {"Authorization": f"Bearer {session.token}"}
-        while url:
-            doc = self._call("GET", url, params=params, headers=headers)
-            yield from doc.get("records", [])
-            following = doc.get("nextRecordsUrl")
-            url, params = (
-                (f"{session.instance_url}{following}", None) if following else (None, None)
-            )
-
-    def _call(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
-        try:
-            r = self.http.request(method, url, **kw)
-        except httpx.HTTPError as exc:
-            raise SalesforceUnavailable(f"salesforce {url.split('?')[0]}: {exc}") from exc
-        if r.status_code >= 500:
-            raise SalesforceUnavailable(f"salesforce answered {r.status_code}; trying later")
-        try:
-            doc = json.loads(r.text, parse_float=Decimal)  # money stays exact
-        except ValueError as exc:
-            raise SalesforceUnavailable(f"salesforce answered {r.status_code}, not JSON") from exc
-        if r.status_code >= 400:
-            raise SalesforceRefused(f"salesforce refused ({r.status_code}): {_why(doc)}")
-        return dict(doc)
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self.http.close()
-
-
-def _why(doc: Any) -> str:
-    if isinstance(doc, list) and doc:  # the query API answers a list of {errorCode, message}
-        doc = doc[0]
-    if isinstance(doc, dict):
-        parts = (doc.get(k) for k in ("error", "error_description", "errorCode", "message"))
-        return ": ".join(str(p) for p in parts if p) or "no reason given"
-    return "no reason given"
-
-
-def _grant(oauth: OAuthOptions) -> dict[str, str]:
-    """The token request's form: a signed JWT assertion, or the username-password grant."""
-    if oauth.private_key is not None:
-        return {"grant_type": JWT_GRANT, "assertion": jwt_assertion(oauth)}
-    assert oauth.client_secret is not None and oauth.password is not None
-    password = oauth.password.reveal()
-    if oauth.security_token is not None:
-        password += oauth.security_token.reveal()
-    return {
-        "grant_type": "password",
-        "client_id": oauth.client_id,
-        "client_secret": oauth.client_secret.reveal(),
-        "username": oauth.username,
-        "password": password,
-    }
-
-
-def jwt_assertion(oauth: OAuthOptions, now: float | None = None) -> str:
-    """The RS256-signed JWT of Salesforce's OAuth JWT bearer flow (valid three minutes)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    assert oauth.private_key is not None
-    key = serialization.load_pem_private_key(oauth.private_key.reveal().encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError("salesforce.reconcile.oauth.private_key: an RSA key is needed (RS256)")
-    claims = {
-        "iss": oauth.client_id,
-        "sub": oauth.username,
-        "aud": oauth.login_url,
-        "exp": int((now or time.time()) + 180),
-    }
-    signing = f"{_b64({'alg': 'RS256'})}.{_b64(claims)}"
-    signature = key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{signing}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
-
-
-def _b64(doc: dict[str, Any]) -> str:
-    raw = json.dumps(doc, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def soql(mapping: SalesforceMapping, cursor: datetime, limit: int) -> str:

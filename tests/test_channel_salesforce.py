@@ -379,3 +379,31 @@ def test_config_reports_every_mapping_problem(make_settings: Callable[..., Setti
     text = str(caught.value)
     assert "configure channels.http" in text and "'APPROVED' is not a reason for reverse" in text
     assert "client certificates need channels.http.tls_cert and tls_client_ca" in text
+
+
+def test_over_100_notifications_is_not_an_outbound_message(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    h.start()
+    notes = [note(f"04l{i:015d}", f"006{i:015d}", "A1", "Closed Lost", T1) for i in range(101)]
+    r = h.post(soap(*notes))
+    assert r.status_code == 400 and b"101 notifications: at most 100 per message" in r.content
+    assert h.files() == []
+
+
+def test_a_stored_message_of_an_org_no_longer_configured_fails_saying_why(
+    harness: Callable[..., Harness], make_settings: Callable[..., Settings]
+) -> None:
+    from ingest.worker import Worker
+
+    h = harness()
+    h.start()
+    assert ACK in h.post(three()).content
+    changed = make_settings(
+        channels={"http": {"port": 0}},
+        campaigns=[campaign_dict(salesforce=mapping(organization_ids=[OTHER_ORG]))],
+    )
+    assert Worker(changed, h.store).drain() == 1
+    (sub,) = h.files()
+    assert (sub.status, sub.error_code) == ("FAILED", "UNKNOWN_ORGANIZATION")
+    assert f"organization {ORG} is not one of campaign acme's" in (sub.error_message or "")
+    assert h.audit() == []
