@@ -181,9 +181,18 @@ def export_child(args: argparse.Namespace) -> None:
     took = time.perf_counter() - started
     size = path.stat().st_size
     path.unlink()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     print(json.dumps({"rows": n, "seconds": round(took, 2), "bytes": size,
                       "peak_rss_mb": round(rss_mb, 1)}))  # fmt: skip
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (VmHWM). Not getrusage: after fork and exec,
+    ru_maxrss keeps the parent's size at the fork (here, the seeding parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
