@@ -49,7 +49,16 @@ def templates() -> Environment:
     env.filters["until"] = until
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["detail"] = detail_lines
+    env.filters["view_text"] = view_text
     return env
+
+
+def view_text(query: str) -> str:
+    """A saved view's query string in words: `acme · partner P013 · state PENDING`."""
+    from urllib.parse import parse_qsl
+
+    parts = [v if k == "campaign" else f"{k.replace('_', ' ')} {v}" for k, v in parse_qsl(query)]
+    return " · ".join(parts) or "everything"
 
 
 def detail_lines(detail: dict[str, Any]) -> list[str]:
