@@ -59,3 +59,19 @@ def test_plain_http_and_a_busy_port(tmp_path: Path) -> None:
     finally:
         server.stop()
         env.store.dispose()
+
+
+def test_the_daemon_serves_the_console_and_schedules_its_reports(tmp_path: Path) -> None:
+    from returnsd.daemon import Daemon
+
+    env = make_console_env(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", n=5)
+    daemon = Daemon(env.settings, env.store)
+    daemon.start()
+    try:
+        assert daemon.scheduler.get_job("reports") is not None
+        with httpx.Client(base_url=daemon.console.url) as client:
+            assert _sign_in(client).status_code == 303
+    finally:
+        daemon.stop()
+        env.store.dispose()
+    assert daemon.console is None
