@@ -370,3 +370,8 @@ def test_saved_views_and_scheduled_reports(sqlite_env: ConsoleEnv) -> None:
     page = c.get("/reports").text
     assert "paused after 3 failures" in page and "relay down" in page
     assert run_due(failing, later + timedelta(days=9)) == [(2, "SKIPPED")]
+    stolen = c.post("/reports", data={**form, "query": "campaign=beta"})
+    assert stolen.status_code == 404  # a report of another campaign's view
+    bob, bob_token = signed_in(sqlite_env, "bob")
+    assert bob.post("/reports/1/delete", data={"csrf": bob_token}).status_code == 404
+    assert "Daily P3" not in bob.get("/reports").text
