@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from console import actions, auth, dashboard, files, reports
 from console.context import ConsoleContext
@@ -51,6 +53,8 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Refused, _refused)
     app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(RequestValidationError, _not_found)  # e.g. /reports/abc/delete
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
@@ -81,6 +85,15 @@ async def _to_login(request: Request, _exc: Exception) -> Response:
 async def _not_found(request: Request, _exc: Exception) -> Response:
     return render(request, "error.html", 404, title="Not found",
                   message="There is nothing here, or it is not yours to see.")  # fmt: skip
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Any other HTTP error as a page, never as JSON."""
+    code = getattr(exc, "status_code", 500)
+    if code == 404:
+        return await _not_found(request, exc)
+    message = str(getattr(exc, "detail", "")) or "The request could not be served."
+    return render(request, "error.html", code, title=f"Error {code}", message=message)
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

@@ -40,6 +40,18 @@ class View:
         doc.update({k: v for k, v in extra.items() if v})
         return urlencode(doc)
 
+    def api_request(self) -> str:
+        """The impact-compatible Actions API request (SPEC §10) listing the same campaign, state
+        and event dates (the API has no partner, order or lock filter)."""
+        doc = {"CampaignId": self.campaign.id}
+        if self.filter.states:
+            doc["State"] = ",".join(self.filter.states)
+        if self.filter.event_from:
+            doc["ActionDateStart"] = self.filter.event_from.isoformat()
+        if self.filter.event_to:
+            doc["ActionDateEnd"] = self.filter.event_to.isoformat()
+        return "GET /Advertisers/{AccountSID}/Actions?" + urlencode(doc, safe="{}:,")
+
     def describe(self) -> list[tuple[str, str]]:
         """The filters in force, as (label, value) pairs for report headers."""
         labels = {"partner": "Partner", "event_type": "Event type", "order_id": "Order id",

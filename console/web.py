@@ -21,6 +21,7 @@ HERE = Path(__file__).parent
 COOKIE = "rd_session"
 LOGIN_COOKIE = "rd_login"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_FORM_FIELDS = 12_000  # a bulk change posts up to 10,000 action ids
 
 
 class LoginRequired(Exception):
@@ -43,11 +44,21 @@ def templates() -> Environment:
     )  # fmt: skip
     env.filters["money"] = lambda cents: money_text(cents) if cents is not None else ""
     env.filters["when"] = when
+    env.filters["short"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if d else ""
     env.filters["day"] = lambda d: d.strftime("%Y-%m-%d") if d else ""
     env.filters["until"] = until
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["detail"] = detail_lines
+    env.filters["view_text"] = view_text
     return env
+
+
+def view_text(query: str) -> str:
+    """A saved view's query string in words: `acme · partner P013 · state PENDING`."""
+    from urllib.parse import parse_qsl
+
+    parts = [v if k == "campaign" else f"{k.replace('_', ' ')} {v}" for k, v in parse_qsl(query)]
+    return " · ".join(parts) or "everything"
 
 
 def detail_lines(detail: dict[str, Any]) -> list[str]:
@@ -145,7 +156,7 @@ async def check_csrf(request: Request) -> None:
     session = session_of(request)
     sent = request.headers.get("x-csrf-token")
     if sent is None:
-        form = await request.form()
+        form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=10)  # cached for the route
         value = form.get("csrf")
         sent = value if isinstance(value, str) else None
     if not sent or not hmac.compare_digest(sent, session.csrf):

@@ -20,9 +20,10 @@ def seed_actions(
     items: bool = True,
     partners: int = 50,
     partner_prefix: str = "P",
+    step: timedelta = timedelta(minutes=1),
     chunk: int = 20_000,
 ) -> list[str]:
-    """Insert `n` PENDING sale actions (10% payout) one hour apart, locking 27 days after the
+    """Insert `n` PENDING sale actions (10% payout) `step` apart, locking 27 days after the
     event; every tenth gets two items. Ids `<prefix>-<k>` (prefix defaults to the campaign)."""
     start = start or datetime.now(UTC) - timedelta(days=20)
     orders = "O" if prefix is None else f"{prefix}-O"
@@ -32,7 +33,7 @@ def seed_actions(
     item_rows: list[dict[str, Any]] = []
     for k in range(n):
         aid = f"{prefix}-{k:07d}"
-        at = start + timedelta(minutes=k)
+        at = start + k * step
         amount = 1000 + (k % 500) * 100
         has = items and k % 10 == 0
         batch.append({

@@ -79,6 +79,10 @@ def test_pages_need_a_session_and_send_security_headers(sqlite_env: ConsoleEnv) 
     assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
     assert c.get("/actions").status_code == 200
     assert c.get("/static/htmx-2.0.11.min.js").status_code == 200
+    for method, path in (("DELETE", "/actions"), ("GET", "/no/such/page"),
+                         ("POST", "/reports/abc/delete")):  # fmt: skip
+        r = c.request(method, path, headers={"Origin": "http://console.test"})
+        assert r.status_code in (403, 404, 405) and r.text.startswith("<!doctype html>"), path
 
 
 def test_wrong_password_then_throttled_per_login_and_per_address(sqlite_env: ConsoleEnv) -> None:
@@ -366,3 +370,8 @@ def test_saved_views_and_scheduled_reports(sqlite_env: ConsoleEnv) -> None:
     page = c.get("/reports").text
     assert "paused after 3 failures" in page and "relay down" in page
     assert run_due(failing, later + timedelta(days=9)) == [(2, "SKIPPED")]
+    stolen = c.post("/reports", data={**form, "query": "campaign=beta"})
+    assert stolen.status_code == 404  # a report of another campaign's view
+    bob, bob_token = signed_in(sqlite_env, "bob")
+    assert bob.post("/reports/1/delete", data={"csrf": bob_token}).status_code == 404
+    assert "Daily P3" not in bob.get("/reports").text

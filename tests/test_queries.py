@@ -66,3 +66,31 @@ def test_detail_with_history_and_campaign_scope(store: Store, settings: Settings
         assert len(q.get_action(conn, "ACME-0000000").items) == 2  # type: ignore[union-attr]
         assert q.locking_soon(conn, ["acme"], days=30) == 2
         assert d.action.lock_at - d.action.event_at == timedelta(days=27)
+
+
+def test_sqlite_pages_come_from_an_index_without_sorting(store: Store) -> None:
+    """The listing's query plans: a keyset page reads an index in order (no temporary sort)."""
+    if store.dialect != "sqlite":
+        return
+    from datetime import UTC, datetime
+
+    seed_actions(store, n=50)
+    now = datetime.now(UTC)
+    cursor = q.encode_cursor(now, "ACME-0000010")
+    cases = [
+        (q.ActionFilter("acme", states=("PENDING",)), "event_at", None, "ix_actions_event"),
+        (q.ActionFilter("acme"), "event_at", cursor, "ix_actions_event"),
+        (q.ActionFilter("acme"), "lock_at", cursor, "ix_actions_lock"),
+        (q.ActionFilter("acme", partner_id="P001", event_from=now), "event_at", None,
+         "ix_actions_partner"),
+        (q.ActionFilter("acme", order_id="O0000001"), "event_at", None, "ix_actions_order"),
+        (q.ActionFilter("acme", action_id="ACME-0000001"), "event_at", None, "sqlite_autoindex"),
+    ]  # fmt: skip
+    for flt, sort, cur, index in cases:
+        query = q.page_query("sqlite", flt, sort=sort, cursor=cur)
+        sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+        with store.read() as conn:
+            plan = " | ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert index in plan, (flt, plan)
+        if index in ("ix_actions_event", "ix_actions_lock"):
+            assert "TEMP B-TREE" not in plan, (flt, plan)
