@@ -468,3 +468,18 @@ def _runs_by_actor(group: list[Submission]) -> list[list[Submission]]:
         else:
             runs.append([s])
     return runs
+
+
+def purge_submissions(settings: Settings, store: Store, now: datetime | None = None) -> int:
+    """Delete Complete submissions older than `retention_days` (kept as long as results)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+    c = t.api_submissions.c
+    q = delete(t.api_submissions).where(
+        c.status == SubmissionStatus.COMPLETE.value, c.completed_at < cutoff
+    )
+    with store.begin() as conn:
+        return int(conn.execute(q).rowcount or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -18,6 +19,7 @@ from ingest.submissions import (
     SubmissionStatus,
     SubmissionType,
     items_of,
+    purge_submissions,
     write_records,
 )
 
@@ -69,3 +71,15 @@ def test_items_sku_quantity_and_numbered_items() -> None:
     assert (one.sku, one.quantity, one.amount) == ("X", "0", None)
     assert (two.sku, two.quantity, two.amount, two.category) == ("Y", "2", "9.50", "Hats")
     assert items_of([("ActionId", "A"), ("Amount", "5.00")]) == ()  # the action's own Amount
+
+
+def test_complete_submissions_are_kept_as_long_as_results(settings: Settings, store: Store) -> None:
+    subs = Submissions(store)
+    batch = enqueue(subs)
+    (taken,) = Applier(settings, store)._take()
+    with store.begin() as conn:
+        write_records(conn, [Recorded(taken.seq, "acme", None, None, None)])
+    assert purge_submissions(settings, store) == 0
+    later = datetime.now(UTC) + timedelta(days=settings.retention_days + 1)
+    assert purge_submissions(settings, store, now=later) == 1
+    assert subs.get("IRtest000001", batch) is None
