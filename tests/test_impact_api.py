@@ -333,3 +333,25 @@ def test_paging_keys_follow_to_the_last_page(api: Api) -> None:
     assert second["@end"] == str(total - 1)
     seen = [a["Id"] for a in first["Actions"] + second["Actions"]]
     assert len(set(seen)) == total  # newest first, no row twice, none left out
+
+
+def test_put_reset_and_approved_do_what_a_file_row_does(api: Api) -> None:
+    api.complete(queue(api, "PUT", "ActionId=MOD-1&Amount=60.00&Reason=ITEM_RETURNED"))
+    done = api.complete(queue(api, "PUT", "ActionId=MOD-1&Reason=RESET"))
+    assert done["ErrorReason"] is None, done
+    assert api.action("MOD-1")["amount"] == 10000
+    done = api.complete(queue(api, "PUT", "ActionId=MOD-2&Reason=APPROVED"))
+    assert done["ErrorReason"] is None and api.action("MOD-2")["state"] == "APPROVED", done
+
+
+def test_xml_lists_parse(api: Api) -> None:
+    import xml.etree.ElementTree as ET
+
+    queue(api, "PUT", "ActionId=MOD-1&Amount=1.00&Reason=ITEM_RETURNED&Note=%00%01")
+    status, body = api.curl(f"/Advertisers/{SHOP_SID}/APISubmissions", user=api.user(),
+                            json_out=False)  # fmt: skip
+    assert status == 200
+    root = ET.fromstring(body.encode())
+    holder = root.find("APISubmissions")
+    assert holder is not None and holder.get("page") == "1" and holder.get("total") == "1"
+    assert [e.findtext("Type") for e in holder.findall("APISubmission")] == ["Modification"]
