@@ -294,7 +294,10 @@ def _cause(exc: BaseException) -> str:
         return f"SMTP {exc.smtp_code}"
     if isinstance(exc, ftplib.Error):
         return f"FTP {str(exc)[:3]}"
-    return type(exc).__name__ if not isinstance(exc, _Busy) else f"HTTP {str(exc)[:3]}"
+    if isinstance(exc, _Busy):
+        code = re.search(r'"code":\s*"([A-Z_]+)"', str(exc))
+        return f"HTTP {str(exc)[:3]}" + (f" {code.group(1)}" if code else "")
+    return type(exc).__name__
 
 
 class _Busy(Exception):

@@ -41,4 +41,7 @@ class Channel(Protocol):
         """Stop accepting, finish what is in hand, release every resource."""
 
     def deliver(self, outcome: FileOutcome) -> bool:
-        """Give a finished file's result back to its sender; True when done (or nothing to do)."""
+        """Give a finished file's result back; True when nothing is left to retry.
+
+        The channel logs what it did (`event=delivered`, `event=outbox`, …): only it knows.
+        """

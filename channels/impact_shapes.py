@@ -293,7 +293,8 @@ def to_xml(data: Mapping[str, Any]) -> bytes:
             _items(holder, _singular(key), value)
         else:
             _element(root, key, value)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    body: bytes = ET.tostring(root, encoding="utf-8")
+    return b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + body
 
 
 def _element(parent: ET.Element, key: str, value: Any) -> None:

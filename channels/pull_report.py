@@ -37,11 +37,6 @@ class PullReport:
         """True when the run ended without an error (files may still have been left for later)."""
         return not self.errors
 
-    @property
-    def file_ids(self) -> list[str]:
-        """The returnsd file ids of the fetched files."""
-        return [f.file_id for f in self.fetched]
-
     def add(self, fetched: Fetched) -> None:
         """Note a fetched file (it is no longer 'skipped', e.g. after a retried session)."""
         self.fetched.append(fetched)

@@ -238,7 +238,7 @@ class PortController(Controller):
     def _trigger_server(self) -> None:
         if self._thread_exception is not None:
             raise self._thread_exception
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped
 
     def __init__(self, *args: Any, per_ip: int = 1_000_000, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -203,7 +203,8 @@ def dry_run(
     with tempfile.TemporaryDirectory() as tmp:
         path = write_result(Path(tmp) / "result.csv", canon.raw, run.planned.outcomes,
                             run.matched.arrays)  # fmt: skip
-        return DryRun({**summary_of(job, run), "dry_run": True}, path.read_bytes())
+        summary = {"campaign": campaign.id, "name": name, "dry_run": True, **summary_of(job, run)}
+        return DryRun(summary, path.read_bytes())
 
 
 def apply_rows(

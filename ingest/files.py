@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from ingest import tables as t
+from ingest.events import file_event
 from ingest.store import Store
 
 
@@ -353,6 +354,7 @@ class FileLifecycle:
                     meta=meta,
                 )
             )
+        file_event("reprocess", file_id=file_id, outcome=f"{old} → QUEUED", actor=actor)
         return old
 
     def purgeable(self, cutoff: datetime) -> list[tuple[str, str, str | None]]:

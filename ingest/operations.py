@@ -76,7 +76,8 @@ class ItemEdit:
 class Change:
     """One requested change to one action; values are text, validated like a file's cells.
 
-    The action is named by `action_id`, or (as in a file) by `order_id` + `tracker`.
+    The action is named by `action_id`, or (action_id None) by `order_id` + `tracker` (the
+    newest action of that order and event type, as in a file).
     """
 
     action_id: str | None
@@ -88,7 +89,7 @@ class Change:
     currency: str | None = None
     override_cpc: bool = False  # reverse/modify a CPC action: operators only, recorded
     order_id: str | None = None
-    tracker: str | None = None  # the ActionTrackerId that goes with order_id
+    tracker: str | None = None
     require_reason: bool = False  # no default reason: a missing one is MALFORMED, as in a file
 
 
@@ -96,7 +97,7 @@ class Change:
 class ChangeOutcome:
     """What became of one change: APPLIED | UNCHANGED | ERROR, why, and old/new values."""
 
-    action_id: str | None
+    action_id: str | None  # the action changed (as resolved), or as requested
     status: str
     error_code: str | None
     error_type: str | None
@@ -131,21 +132,7 @@ def apply_changes(
     the changes (raising there undoes the changes).
     """
     campaign = campaign_of(settings, campaign_id)
-    codes = dict(campaign.disposition_codes)
-    frame = _frame(changes)
-    # A reversal with a change reason is written as a file would (Amount 0) so that validation
-    # passes; the engine then reverses because the operation says so, not because of the 0.
-    implied = frame["amount"].isna().to_numpy() & _implied_zero(changes, codes, frame)
-    frame.loc[implied, "amount"] = "0"
-    rows = validate(frame, codes)
-    rows.loc[implied, "amount"] = pd.NA
-    line_op = [OP_CODES[c.operation] for c in changes]
-    override = [c.override_cpc and role == Role.OPERATOR for c in changes]
-    ops = np.array([line_op[line - 1] for line in rows["line"]], dtype=np.int64)
-    rows = rows.assign(
-        op=ops if len(rows) else np.zeros(0, np.int64),
-        override_cpc=np.array([override[line - 1] for line in rows["line"]], dtype=bool),
-    )
+    rows = canonical_rows(changes, dict(campaign.disposition_codes), role)
     lines = np.arange(1, len(changes) + 1)
     raw = RawTable([], pd.DataFrame(index=range(len(changes))), lines, "request")
     with store.begin() as conn:
@@ -159,10 +146,34 @@ def apply_changes(
 
 
 def apply_change(
-    store: Store, settings: Settings, campaign_id: str, change: Change, **who: Any
+    store: Store,
+    settings: Settings,
+    campaign_id: str,
+    change: Change,
+    *,
+    actor: str,
+    channel: str,
+    role: Role,
 ) -> ChangeOutcome:
-    """Apply one change (see `apply_changes` for `actor`, `channel`, `role`)."""
-    return apply_changes(store, settings, campaign_id, [change], **who)[0]
+    """Apply one change (see `apply_changes`)."""
+    return apply_changes(
+        store, settings, campaign_id, [change], actor=actor, channel=channel, role=role
+    )[0]
+
+
+def canonical_rows(changes: Sequence[Change], codes: Mapping[str, str], role: Role) -> pd.DataFrame:
+    """The changes as validated canonical rows (line k = k-th change) with their operation."""
+    frame = _frame(changes)
+    # A reversal with a change reason is written as a file would (Amount 0) so that validation
+    # passes; the engine then reverses because the operation says so, not because of the 0.
+    implied = frame["amount"].isna().to_numpy() & _implied_zero(changes, codes, frame)
+    frame.loc[implied, "amount"] = "0"
+    rows = validate(frame, codes)
+    rows.loc[implied, "amount"] = pd.NA
+    index = rows["line"].to_numpy(dtype=np.int64) - 1
+    ops = np.array([OP_CODES[c.operation] for c in changes], dtype=np.int64)
+    override = np.array([c.override_cpc and role == Role.OPERATOR for c in changes], dtype=bool)
+    return rows.assign(op=ops[index], override_cpc=override[index])
 
 
 def _implied_zero(
@@ -183,8 +194,8 @@ def _frame(changes: Sequence[Change]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     for line, c in enumerate(changes, start=1):
         reason = c.reason or (None if c.require_reason else DEFAULT_REASONS.get(c.operation))
-        base = {"line": line, "action_id": c.action_id, "reason": reason, "currency": c.currency,
-                "order_id": c.order_id, "tracker": c.tracker}  # fmt: skip
+        base = {"line": line, "action_id": c.action_id, "order_id": c.order_id,
+                "tracker": c.tracker, "reason": reason, "currency": c.currency}  # fmt: skip
         if c.operation in (Operation.MODIFY, Operation.ROW):
             base["customer_status"] = c.customer_status
         if c.items and c.operation in (Operation.MODIFY, Operation.ROW):

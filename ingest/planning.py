@@ -77,9 +77,9 @@ def _operations(lines: pd.DataFrame, arrays: ActionArrays, custom: Mapping[str, 
     # on an action that is already reversed it is the same reversal again (UNCHANGED).
     already = (arrays.amount[pos] != 0) | (arrays.state[pos] == S_REVERSED)
     op[(op == OP_MODIFY) & (amount == 0) & already] = OP_REVERSE
-    if "op" in lines:
+    if "op" in lines:  # a request names its operation; a modification to 0 still reverses
         requested = lines["op"].to_numpy(dtype=np.int64)
-        op = np.where(requested != NO_OP, requested, op)
+        op = np.where((requested != NO_OP) & (requested != OP_MODIFY), requested, op)
     return op
 
 

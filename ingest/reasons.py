@@ -3,7 +3,7 @@
 A file row's operation follows from its reason and amount (RESET resets, APPROVED and custom
 `approve` codes approve, custom `reverse` codes reverse, any other reason modifies, and Amount 0
 reverses). A request that names its operation must bring a reason that fits it. An Amount given
-with a reason that reverses or approves would be dropped, so it is an error instead.
+with a reason that reverses, approves or resets would be dropped, so it is an error instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.rules import OP_APPROVE, OP_MODIFY, OP_RESET, OP_REVERSE, OPS
-from parsers.canonical import REASON_CODES
+from parsers.reasons import REASON_CODES
 
 EFFECTS = {"modify": OP_MODIFY, "reverse": OP_REVERSE, "approve": OP_APPROVE}
 STANDARD = {"RESET": OP_RESET, "APPROVED": OP_APPROVE}
@@ -58,18 +58,20 @@ def misfit_message(op: int, reason: str, custom: Mapping[str, str]) -> str:
     return f"{reason!r} is not a reason for {OPS[op]}: use one of {listed}"
 
 
+VERBS = {OP_REVERSE: "reverses", OP_APPROVE: "approves", OP_RESET: "resets"}
+
+
 def amount_message(reason: str, op: int) -> str:
-    """Why an Amount cannot be given with a reversing or approving reason."""
-    verb = "reverses" if op == OP_REVERSE else "approves"
+    """Why an Amount cannot be given with a reason that reverses, approves or resets."""
     return (
-        f"Amount cannot be given with Reason {reason!r}: it {verb} the action, so the amount "
-        "would be ignored; leave Amount empty, or use a modification reason"
+        f"Amount cannot be given with Reason {reason!r}: it {VERBS[op]} the action, so the "
+        "amount would be ignored; leave Amount empty, or use a modification reason"
     )
 
 
 def check_rows(rows: pd.DataFrame, custom: Mapping[str, str]) -> pd.DataFrame:
-    """Mark valid rows whose reason does not fit: an Amount with a reversing/approving reason,
-    or a requested operation (column `op`) the reason does not fit."""
+    """Mark valid rows whose reason does not fit: an Amount with a reason that reverses,
+    approves or resets, or a requested operation (column `op`) the reason does not fit."""
     valid = rows["error_code"].isna().to_numpy()
     if not valid.any():
         return rows
@@ -80,7 +82,7 @@ def check_rows(rows: pd.DataFrame, custom: Mapping[str, str]) -> pd.DataFrame:
     message = rows["error_message"].to_numpy(dtype=object, na_value=None).copy()
     effects = {r: effect(str(r), custom) for r in pd.unique(reasons[valid])}
     own = pd.Series(reasons, dtype=object).map(effects).fillna(OP_MODIFY).to_numpy(np.int64)
-    for i in np.flatnonzero(valid & given & np.isin(own, (OP_REVERSE, OP_APPROVE))):
+    for i in np.flatnonzero(valid & given & np.isin(own, (OP_REVERSE, OP_APPROVE, OP_RESET))):
         code[i], message[i] = "MALFORMED", amount_message(str(reasons[i]), int(own[i]))
     if requested is not None:
         extra = valid & given & pd.isna(code) & (requested != NO_OP) & (requested != OP_MODIFY)

@@ -2,10 +2,10 @@
 
 Decisions:
 
-- An empty cell (``a,,b`` or ``a,"",b``) is NA (``pd.NA``); every column has dtype `TEXT_DTYPE`.
-  Cells and header names are kept exactly as written (no trimming).
-- Encoding: a UTF-8 or UTF-16 byte-order mark decides; else UTF-8 if valid, else Windows-1252 if it
-  decodes strictly, else Latin-1. Anything but UTF-8 adds a warning naming the encoding used.
+- An empty cell (``a,,b`` or ``a,"",b``) is NA (``pd.NA``); every column has dtype
+  `parsers.base.TEXT_DTYPE`. Cells and header names are kept exactly as written (no trimming).
+- Encoding: detected by `parsers.charset` (a byte-order mark decides; else UTF-8, Windows-1252 or
+  Latin-1, with a warning for anything but UTF-8); `RawTable.bom` says whether there was a mark.
 - Delimiter: the most frequent of ``,`` ``;`` tab ``|`` outside quotes in the header record; a tie
   or none → comma.
 - Line: the record number, header = 1 (blank lines before the header are ignored). Blank records
@@ -19,37 +19,34 @@ Decisions:
   both can read. The exact path cannot hold a value over 131,072 characters (the csv module's
   limit): such a record, and the rest of the file, becomes one bad row; such a header name rejects
   the file.
-- A header of more than `MAX_COLUMNS` columns rejects the file (TOO_LARGE) before any row is read:
-  each column costs time and memory in every later step, and no returns file needs that many.
+- A header of more than `parsers.base.MAX_COLUMNS` columns rejects the file (TOO_LARGE) before any
+  row is read: each column costs time and memory in every later step, and no returns file needs
+  that many.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from parsers.base import ParseLimits, RawTable
-from parsers.errors import EMPTY_FILE, NO_HEADER, TOO_LARGE, TOO_MANY_ROWS, UNREADABLE, FileRejected
+from parsers.base import ParseLimits, RawTable, check_width, text_frame
+from parsers.charset import decode_text
+from parsers.errors import EMPTY_FILE, NO_HEADER, TOO_MANY_ROWS, UNREADABLE, FileRejected
 
-TEXT_DTYPE = pd.StringDtype("pyarrow")  # missing cells are pd.NA
 DELIMITERS = (",", ";", "\t", "|")
 _LEADING_BLANK_LINES = re.compile(rb"(?:[ \t]*(?:\r\n|\r|\n))*")
 _QUOTE_OR_NEWLINE = re.compile(rb'["\r\n]')
 _NOT_SPACE = re.compile(rb"\S")
 _NOT_NEWLINE = re.compile(rb"[^\r\n]")
 _BLOCK_SIZE = 8 << 20  # a record longer than this sends the file to the exact path
-# Room for the wide item form with hundreds of items; far beyond any real returns file.
-MAX_COLUMNS = 5_000
 
 
 @dataclass
@@ -63,7 +60,8 @@ class _Rows:
 
 def read_csv(data: bytes, limits: ParseLimits, *, fast: bool = True) -> RawTable:
     """Read delimited text; `fast=False` forces the exact (Python csv) path, for tests."""
-    utf8, encoding, warnings = decode_text(data)
+    decoded = decode_text(data)
+    utf8 = decoded.utf8
     start, end, delimiter = _find_header(utf8)
     header = _parse_header(utf8[start:end].decode("utf-8"), delimiter)
     check_width(len(header))
@@ -76,97 +74,12 @@ def read_csv(data: bytes, limits: ParseLimits, *, fast: bool = True) -> RawTable
         frame=text_frame(rows.columns),
         lines=rows.lines + 1,  # record number in the body → line, header being line 1
         format="csv",
-        encoding=encoding,
+        encoding=decoded.encoding,
         delimiter=delimiter,
-        warnings=warnings,
+        bom=decoded.bom,
+        warnings=decoded.warnings,
         bad_rows=rows.bad_rows,
     )
-
-
-def check_width(width: int) -> None:
-    """Refuse a table with more than `MAX_COLUMNS` columns (every reader calls this early)."""
-    if width > MAX_COLUMNS:
-        raise FileRejected(
-            TOO_LARGE,
-            f"the file has {width:,} columns (at most {MAX_COLUMNS:,} are accepted); keep the "
-            "returns columns (ActionId, Amount, Reason, …) and delete the others",
-        )
-
-
-def text_frame(columns: Sequence[pa.Array | pa.ChunkedArray]) -> pd.DataFrame:
-    """Build a RawTable frame from one arrow string column per header cell (labels 0..n-1)."""
-    table = pa.table({str(i): column for i, column in enumerate(columns)})
-    frame = table.to_pandas(types_mapper=lambda t: TEXT_DTYPE if t == pa.string() else None)
-    frame.columns = pd.RangeIndex(len(columns))
-    return frame
-
-
-# --- encoding -----------------------------------------------------------------------------------
-
-
-def decode_text(data: bytes) -> tuple[bytes, str, list[str]]:
-    """Return the text as UTF-8 bytes without BOM, the encoding used, and warnings about it."""
-    if data.startswith(codecs.BOM_UTF8):
-        return _checked_utf8(data[len(codecs.BOM_UTF8) :]), "utf-8", []
-    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if data.startswith(bom):
-            return _from_utf16(data[len(bom) :], encoding)
-    _reject_nul(data)
-    if data.isascii() or _is_utf8(data):
-        return data, "utf-8", []
-    try:
-        text, encoding = data.decode("cp1252"), "windows-1252"
-    except UnicodeDecodeError:
-        text, encoding = data.decode("latin-1"), "latin-1"
-    note = f"the file is not valid UTF-8; it was read as {encoding} (save it as UTF-8 to be sure)"
-    return text.encode("utf-8"), encoding, [note]
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _checked_utf8(data: bytes) -> bytes:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FileRejected(
-            UNREADABLE,
-            f"the file starts with a UTF-8 byte-order mark but byte {exc.start + 3} is not UTF-8; "
-            "save it again as 'CSV UTF-8'",
-        ) from None
-    _reject_nul(data)
-    return data
-
-
-def _from_utf16(data: bytes, encoding: str) -> tuple[bytes, str, list[str]]:
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError:
-        raise FileRejected(
-            UNREADABLE,
-            "the file starts with a UTF-16 byte-order mark but is not valid UTF-16; "
-            "save it as 'CSV UTF-8'",
-        ) from None
-    utf8 = text.encode("utf-8", errors="surrogatepass")
-    _reject_nul(utf8)
-    if not _is_utf8(utf8):
-        raise FileRejected(UNREADABLE, "the UTF-16 text holds unpaired surrogates; save as UTF-8")
-    return utf8, encoding, [f"the file is {encoding.upper()}; it was read as such (UTF-8 is best)"]
-
-
-def _reject_nul(data: bytes) -> None:
-    at = data.find(b"\x00")
-    if at >= 0:
-        raise FileRejected(
-            UNREADABLE,
-            f"the file holds a NUL byte (at byte {at}), so it is binary (or UTF-16 without a "
-            "byte-order mark), not CSV text; export the returns as CSV (UTF-8)",
-        )
 
 
 # --- header -------------------------------------------------------------------------------------
@@ -318,7 +231,7 @@ def _open_arrow(
             null_values=[""],
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
-            check_utf8=False,  # decode_text already made sure
+            check_utf8=False,  # parsers.charset.decode_text already made sure
         ),
     )
 

@@ -4,7 +4,7 @@ The accepted shape (see fixtures/formats/example.xml)::
 
     <Returns>                              root element, any name
       <Return Campaign="spring">           one element per row, any name
-        <ActionId>1000.1.1</ActionId>      one child element per field: tag = column, text = value
+        <ActionId>1000.4636.158011</ActionId>  one child per field: tag = column, text = value
         <Amount>0</Amount>
         <Reason>ITEM_RETURNED</Reason>
       </Return>
@@ -20,7 +20,7 @@ The accepted shape (see fixtures/formats/example.xml)::
   a row with no fields is skipped (but counted). Malformed XML rejects the whole file.
 - Elements nested deeper than `MAX_DEPTH` reject the file: the parser holds every open element,
   so a file of ``<a><a><a>…`` would otherwise cost ~100 bytes of memory per 3 bytes read. More
-  than `parsers.csvfile.MAX_COLUMNS` distinct field names reject it too (TOO_LARGE).
+  than `parsers.base.MAX_COLUMNS` distinct field names reject it too (TOO_LARGE).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import pyarrow as pa
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
-from parsers.base import ParseLimits, RawTable
-from parsers.csvfile import check_width, text_frame
+from parsers.base import ParseLimits, RawTable, check_width, text_frame
 from parsers.errors import EMPTY_FILE, NO_HEADER, TOO_MANY_ROWS, UNREADABLE, FileRejected
 
 SHAPE = "<Returns><Return><ActionId>…</ActionId><Amount>…</Amount>…</Return>…</Returns>"

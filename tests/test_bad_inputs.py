@@ -264,7 +264,7 @@ def test_corpus_files_are_distinct() -> None:
 
 
 def test_every_file_level_failure_is_covered() -> None:
-    """Each file-level failure code of SPEC §3 has corpus files."""
+    """Each file-level failure code (README, "Returns files") has corpus files."""
     codes = {e["error"] for group in MANIFEST.values() for e in group.values() if "error" in e}
     assert codes >= {
         "EMPTY_FILE", "NO_HEADER", "NO_IDENTIFIER_COLUMN", "DUPLICATE_COLUMN", "TOO_LARGE",
@@ -283,6 +283,33 @@ def test_archive_members_are_never_written(env: Env, tmp_path: Path) -> None:
         assert doc["status"] == "COMPLETE", doc
     assert not target.exists()
     assert "escaped.csv" not in {p.name for p in env.root.rglob("*")}
+
+
+@pytest.mark.xfail(
+    "ActionId" in RESULT_COLUMNS,
+    reason="the result repeats the input's ActionId column (DUPLICATE_COLUMN when sent back) "
+    "until ingest/results names the resolved id ResolvedActionId",
+    strict=True,
+)
+def test_a_result_sent_back_is_read(env: Env, tmp_path: Path) -> None:
+    """The loop a sender runs: fix the error rows of a result, send the whole result back."""
+    fixed, kept = MAKE.ANSWERS.all[-2:]
+    first = tmp_path / "first.csv"
+    first.write_bytes(MAKE.utf8(MAKE.HEADER, f"{fixed},80.00,Item Returned", f"{kept},70.00,OTHER"))
+    doc = json.loads(env.ingest(first).out)
+    header, *rows = env.result(doc)
+    status = len(header) - len(RESULT_COLUMNS) + 1
+    assert [row[status] for row in rows] == ["ERROR", "APPLIED"]
+    rows[0][2] = "ITEM_RETURNED"
+    again = tmp_path / "returns_fixed.csv"
+    with again.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows([header, *rows])
+    doc = json.loads(env.ingest(again).out)
+    assert doc["status"] == "COMPLETE", doc.get("error")
+    check_warnings(doc["warnings"], ["returnsd writes them"])
+    again_header, *rows = env.result(doc)
+    assert again_header == header  # the result columns are written anew, not repeated
+    assert [row[status] for row in rows] == ["APPLIED", "UNCHANGED"]
 
 
 # --- memory --------------------------------------------------------------------------------------

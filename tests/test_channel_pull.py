@@ -314,7 +314,7 @@ def test_pinned_key_of_another_type_is_refused(
 def test_server_is_asked_for_the_pinned_key_type(
     pin: str, keys: dict[str, KeyPair], tmp_path: Path, outbox: Path, rig: Callable[..., Rig]
 ) -> None:
-    """PITFALLS B3: with several host keys, paramiko must request the pinned type, not its own."""
+    """With several host keys, paramiko must request the pinned key type, not its preferred one."""
     server = Sshd(tmp_path / "multi", [keys["host"], keys["ecdsa"], keys["rsa"]], keys["client"])
     server.start()
     try:

@@ -108,7 +108,7 @@ def model_row(actions: dict[str, Act], row: dict[str, str], item_file: bool) -> 
     effect = {"RESET": "reset", "APPROVED": "approve"}.get(reason, CUSTOM.get(reason, "modify"))
     if not is_item and effect == "modify" and not order_amount and not row.get("CustomerStatus"):
         return ("ERROR", "MALFORMED", None)
-    if not is_item and order_amount and effect in ("reverse", "approve"):
+    if not is_item and order_amount and effect in ("reverse", "approve", "reset"):
         return ("ERROR", "MALFORMED", None)  # the amount would be dropped
     if aid:
         act = actions.get(aid)

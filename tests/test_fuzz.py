@@ -37,6 +37,8 @@ from parsers.base import ParseLimits
 from parsers.canonical import _clean, canonicalise, validate
 from parsers.errors import FileRejected
 from parsers.readers import read_table
+from parsers.reasons import REASON_CODES, suggest_reason, unknown_reason_message
+from parsers.validation import RULES, SUGGESTED
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("RETURNSD_LONG") == "1"
@@ -452,6 +454,89 @@ def check_money(raw: Any, cents: Any, failed: bool) -> None:
         assert cents is pd.NA and failed, (raw, cents)
 
 
+SEPARATORS = st.sampled_from([" ", "_", "-", "  ", " - ", "."])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(REASON_CODES)), st.data())
+def test_a_standard_code_respelled_is_suggested(code: str, data: st.DataObject) -> None:
+    """Any case, any separators between its words: the code itself is suggested."""
+    words = code.split("_")
+    seps = [data.draw(SEPARATORS) for _ in words[1:]]
+    cased = [data.draw(st.sampled_from([w, w.lower(), w.title()])) for w in words]
+    value = cased[0] + "".join(s + w for s, w in zip(seps, cased[1:], strict=True))
+    assert suggest_reason(value, CUSTOM) == code
+    if value.upper() != code:
+        assert f"did you mean {code}?" in unknown_reason_message(value, CUSTOM)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("Item Returned", "Reason 'Item Returned' is neither"),
+        ("ITEM_RETURNEDX", "did you mean ITEM_RETURNED?"),
+        ("APPROVE", "did you mean APPROVED?"),
+        (
+            "chargeback",
+            "did you mean CHARGEBACK? The campaign's disposition codes are case-sensitive",
+        ),
+        ("vip approve", "did you mean VIP_APPROVE? The campaign's disposition codes are case-sens"),
+        ("CHARGEBAK", "did you mean CHARGEBACK?"),
+        ("xyz", "(reason codes are e.g. ITEM_RETURNED, CONS_FRAUD"),
+        ("x" * 500, "'" + "x" * 39 + "…'"),
+    ],
+)
+def test_unknown_reason_messages(value: str, says: str) -> None:
+    assert says in unknown_reason_message(value, CUSTOM)
+    if "case-" not in says:
+        assert "case-sensitive" not in unknown_reason_message(value, CUSTOM)
+
+
+def test_unknown_reasons_echo_each_row_and_suggest_a_bounded_number() -> None:
+    """Every unknown reason is echoed; only the first SUGGESTED distinct ones get a suggestion."""
+    reasons = ["Item Returned", "Item Returned", *(f"RESETT{i}" for i in range(SUGGESTED + 5))]
+    frame = blank_frame(len(reasons)).assign(
+        action_id=pd.Series(pd.array(["B-001"] * len(reasons), dtype=TEXT)),
+        reason=pd.Series(pd.array(reasons, dtype=TEXT)),
+    )
+    out = validate(frame, CUSTOM)
+    assert set(out["error_code"]) == {"UNKNOWN_REASON"}
+    messages = out["error_message"].tolist()
+    assert messages[0] == messages[1] and "did you mean ITEM_RETURNED?" in messages[0]
+    assert all(f"'RESETT{i}'" in m for i, m in enumerate(messages[2:]))
+    assert sum("did you mean" in m for m in messages) == 2 + SUGGESTED - 1
+
+
+def test_a_sku_in_a_number_cell_beyond_2_53_is_malformed() -> None:
+    """Number cells in the wide item form are checked per item (the Sku of item 2 here)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["ActionId", "Reason", "Sku1", "Quantity1", "Sku2", "Quantity2"])
+    sheet.append(["I-001", "ITEM_RETURNED", 4006381333931, 0, 2**60, 1])
+    out = io.BytesIO()
+    book.save(out)
+    rows = canonicalise(read_table("items.xlsx", out.getvalue(), ParseLimits()), {}).rows
+    assert rows["sku"].tolist() == ["4006381333931", str(2**60)]
+    assert rows["error_code"].tolist() == [None, "MALFORMED"]
+    assert "Sku was a number cell" in rows["error_message"][1]
+
+
+def blank_frame(n: int) -> pd.DataFrame:
+    """A canonical frame of `n` rows before validate, every field missing."""
+    return pd.DataFrame(
+        {name: pd.Series(pd.array([None] * n, dtype=TEXT)) for name in FIELDS}
+        | {"line": pd.Series(np.arange(2, 2 + n)), "is_item": pd.Series([False] * n)}
+    )
+
+
+def test_every_rule_is_about_a_schema_field_and_gives_a_row_code() -> None:
+    assert {rule.column for rule in RULES} <= set(FIELDS)
+    assert {rule.code for rule in RULES} == ROW_CODES
+
+
 def test_unicode_digits_in_an_amount_are_malformed() -> None:
     """An Amount in non-ASCII digits is a MALFORMED row, not an exception."""
     frame = pd.DataFrame(
@@ -514,19 +599,19 @@ def _col(index: int) -> str:
 @PROFILE
 @given(sheets())
 def test_xlsx_scan_covers_what_calamine_lays_out(sheet_data: str) -> None:
-    """The span parsers.xlsxfile computes before calamine holds the span calamine lays out."""
+    """The span parsers.xlsxscan computes before calamine holds the span calamine lays out."""
     import python_calamine
 
-    from parsers import xlsxfile
+    from parsers import xlsxscan
 
     make = _corpus()
     data = make.xlsx(make.sheet_xml(sheet_data))
     archive = zipfile.ZipFile(io.BytesIO(data))
     info = archive.getinfo("xl/worksheets/sheet1.xml")
-    scan = xlsxfile._PartScan()
-    for piece in xlsxfile._pieces(archive, info):
+    scan = xlsxscan._PartScan()
+    for piece in xlsxscan._pieces(archive, info):
         scan.feed(piece)
-    grid = scan.grid if scan.canonical else xlsxfile._emulated_grid(xlsxfile._pieces(archive, info))
+    grid = scan.grid if scan.canonical else xlsxscan._emulated_grid(xlsxscan._pieces(archive, info))
     try:
         sheet = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(
             0

@@ -47,6 +47,19 @@ def test_reverse_refuses_a_reason_that_is_not_a_reversal_reason(env: Env, reason
     assert history(env, "MOD-1") == []
 
 
+@pytest.mark.parametrize("reason", ["APPROVED", "RESET", "VIP_APPROVE", "Item Returned!"])
+def test_modify_refuses_a_reason_that_is_not_a_modification_reason(env: Env, reason: str) -> None:
+    code, doc = change(env, "modify", "MOD-1", "--customer-status", "X", "--reason", reason)
+    assert code == 1 and doc["error_code"] == "UNKNOWN_REASON", doc
+    assert env.action("MOD-1")["CustomerStatus"] == "NEW"
+
+
+def test_modify_to_zero_reverses_as_in_a_file(env: Env) -> None:
+    code, doc = change(env, "modify", "MOD-1", "--amount", "0", "--reason", "ITEM_RETURNED")
+    assert code == 0 and (doc["status"], doc["state"]) == ("APPLIED", "REVERSED"), doc
+    assert history(env, "MOD-1")[0]["operation"] == "reverse"
+
+
 def test_reverse_modify_recorded_with_actor_and_channel_and_no_line(env: Env) -> None:
     code, doc = change(env, "reverse", "MOD-1", "--reason", "ITEM_RETURNED")
     assert code == 0 and doc["status"] == "APPLIED" and doc["state"] == "REVERSED", doc
@@ -80,12 +93,15 @@ def test_amount_with_a_reversing_or_approving_code_is_malformed(
 
 def test_amount_with_a_reversing_code_in_a_file_is_malformed(env: Env) -> None:
     path = env.root / "in" / "chargeback.csv"
-    path.write_text("ActionId,Amount,Reason\nMOD-1,99.99,CHARGEBACK\nMOD-2,,CHARGEBACK\n")
+    path.write_text(
+        "ActionId,Amount,Reason\nMOD-1,99.99,CHARGEBACK\nMOD-2,,CHARGEBACK\nMOD-3,5,RESET\n"
+    )
     doc = env.ingest(path).json()
     header, rows = env.result(doc["file_id"])
     by_line = {r[header.index("Line")]: dict(zip(header, r, strict=True)) for r in rows}
     assert by_line["2"]["ErrorCode"] == "MALFORMED" and "reverses" in by_line["2"]["Message"]
     assert by_line["3"]["Status"] == "APPLIED"
+    assert by_line["4"]["ErrorCode"] == "MALFORMED" and "resets" in by_line["4"]["Message"]
     assert env.action("MOD-1")["State"] == "PENDING"
 
 
@@ -206,6 +222,7 @@ def test_operation_layer_called_directly(env: Env) -> None:
                 Change("IT-1", Operation.MODIFY, "ITEM_RETURNED", items=(ItemEdit("SKU-B", "0"),)),
                 Change("E-CPC", Operation.REVERSE, "TEST_ACTION", override_cpc=True),
                 Change("NOPE", Operation.APPROVE),
+                Change(None, Operation.MODIFY, amount="70", order_id="O-MOD-2", tracker="3001"),
             ],
             actor="token:abc",
             channel="api",
@@ -217,7 +234,19 @@ def test_operation_layer_called_directly(env: Env) -> None:
         ("APPLIED", None),
         ("ERROR", "CPC_NOT_SUPPORTED"),  # only an operator's override counts
         ("ERROR", "ACTION_NOT_FOUND"),
+        ("APPLIED", None),
     ]
+    assert (out[3].action_id, out[3].new_amount) == ("MOD-2", "70.00")
     assert (out[0].old_amount, out[0].new_amount) == ("100.00", "40.00")
     (entry,) = history(env, "IT-1")
     assert (entry["channel"], entry["actor"], entry["line"]) == ("api", "token:abc", None)
+
+
+def test_a_semicolon_cp1252_result_sent_back_ingests(env: Env) -> None:
+    doc = env.ingest(CASES / "semicolon_cp1252.csv").json()
+    back = env.root / "in" / "fixed_cp1252.csv"
+    back.write_bytes(env.cli("files", "result", doc["file_id"]).out)
+    again = env.ingest(back).json()
+    assert again["status"] == "COMPLETE", again
+    assert (again["encoding"], again["delimiter"]) == ("windows-1252", ";")
+    assert again["counts"]["lines"] == doc["counts"]["lines"]

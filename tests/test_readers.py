@@ -7,6 +7,7 @@ compared as Python values with NA shown as None.
 from __future__ import annotations
 
 import ast
+import codecs
 import contextlib
 import gzip
 import io
@@ -23,8 +24,8 @@ from hypothesis import strategies as st
 
 from ingest import errors as ingest_errors
 from parsers import errors as parser_errors
-from parsers.base import ParseLimits, RawTable
-from parsers.csvfile import TEXT_DTYPE, read_csv
+from parsers.base import TEXT_DTYPE, ParseLimits, RawTable
+from parsers.csvfile import read_csv
 from parsers.errors import (
     CORRUPT_ARCHIVE,
     EMPTY_FILE,
@@ -175,9 +176,9 @@ READS = [
         "example.xml",
         ["ActionId", "Amount", "Reason", "OrderId", "ActionTrackerId", "currencyCode"],
         [
-            ["1000.1.1", "0", "ITEM_RETURNED", None, None, None],
-            [None, "19.90", "ORDER_UPDATE", "00123", "4567", None],
-            ["1000.1.3", "5.00", "CONS_ERROR", None, None, "USD"],
+            ["1000.4636.158011", "0", "ITEM_RETURNED", None, None, None],
+            [None, "300.00", "ORDER_UPDATE", "ORD-400014", "2001", None],
+            ["1000.4636.158015", "200.00", "CONS_ERROR", None, None, "USD"],
         ],
         [2, 3, 4],
         format="xml",
@@ -307,6 +308,75 @@ def test_empty_bytes_are_an_empty_file() -> None:
     with pytest.raises(FileRejected) as caught:
         read_table("returns.csv", b"", LIMITS)
     assert caught.value.code == EMPTY_FILE
+
+
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [
+        ("basic.csv", ("utf-8", ",", False)),
+        ("semicolon_bom.csv", ("utf-8", ";", True)),
+        ("cp1252.csv", ("windows-1252", ",", False)),
+        ("latin1.csv", ("latin-1", ",", False)),
+        ("utf16le.csv", ("utf-16-le", ",", True)),
+        ("utf16be.csv", ("utf-16-be", ",", True)),
+        ("tabs.tsv", ("utf-8", "\t", False)),
+        ("basic.csv.gz", ("utf-8", ",", False)),
+        ("example.xml", ("utf-8", ",", False)),
+        ("typed.xlsx", ("utf-8", ",", False)),
+    ],
+)
+def test_the_dialect_a_file_was_written_in(name: str, dialect: tuple[str, str, bool]) -> None:
+    table = read_table(name, fixture(name), LIMITS)
+    assert (table.encoding, table.delimiter, table.bom) == dialect
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "encoded"),
+    [
+        ("basic.csv", "Ä≥1", "Ä≥1".encode()),
+        ("semicolon_bom.csv", "Ä≥1", codecs.BOM_UTF8 + "Ä≥1".encode()),
+        ("cp1252.csv", "é€ ≥ 0 … → x", "é€ >= 0 ... -> x".encode("cp1252")),
+        ("latin1.csv", "é€", b"\xe9?"),
+        ("utf16le.csv", "Ä≥", codecs.BOM_UTF16_LE + "Ä≥".encode("utf-16-le")),
+    ],
+)
+def test_an_answer_is_encoded_as_the_file_was(name: str, text: str, encoded: bytes) -> None:
+    assert read_table(name, fixture(name), LIMITS).encode_text(text) == encoded
+
+
+def workbook(*rows: list[Any]) -> bytes:
+    """An .xlsx of these rows (openpyxl writes numbers as number cells)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_number_cells_without_exact_text_are_marked() -> None:
+    data = workbook(
+        ["ActionId", "Amount", "Note"],
+        [123456789012345678, 12.5, "x"],
+        [None, None, None],  # skipped: the masks follow the kept rows
+        [2**53 - 1, 80, 1.5],
+        ["B-1", 1e20, None],
+        [2**53, 3, "y", "beyond the header"],  # a bad row, not in the masks
+    )
+    table = read_table("numbers.xlsx", data, LIMITS)
+    assert cells(table)[0][0] != "123456789012345678"  # a float holds …680, calamine reads …696
+    assert cells(table)[1][0] == "9007199254740991"
+    assert {c: m.tolist() for c, m in table.inexact_numbers.items()} == {
+        0: [True, False, False],
+        1: [True, False, True],
+        2: [False, True, False],
+    }
+    typed = read_table("typed.xlsx", fixture("typed.xlsx"), LIMITS)  # 12.5, then 3
+    assert {c: m.tolist() for c, m in typed.inexact_numbers.items()} == {1: [True, False]}
 
 
 CSV_FIXTURES = sorted(p.name for p in FORMATS.iterdir() if p.suffix in (".csv", ".tsv", ".txt"))

@@ -25,6 +25,7 @@ from returnsd.cli.common import (
     listing,
     output_path,
     pass_ctx,
+    row_limit,
 )
 
 ACTION_COLUMNS = (
@@ -88,11 +89,9 @@ def actions_list(
     """List actions in id order."""
     from returnsd.cliops import count_listed, list_actions
 
-    if campaign_id:
-        ctx.campaign(campaign_id)
-    state = state.upper() if state else None
+    campaign_id, state = ctx.filter_campaign(campaign_id), state.upper() if state else None
     store = ctx.existing_store
-    rows = list_actions(store, campaign_id, state, order_id, None if show_all else limit)
+    rows = list_actions(store, campaign_id, state, order_id, row_limit(limit, show_all))
     total = count_listed(store, campaign_id, state, order_id)
     listing(rows, total, ACTION_COLUMNS, json_out, "no actions")
 

@@ -60,6 +60,10 @@ class Context:
         except ReturnsdError as exc:
             fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
 
+    def filter_campaign(self, campaign_id: str | None) -> str | None:
+        """A `--campaign` filter: None, or a configured campaign's id (exit 2 if unknown)."""
+        return self.campaign(campaign_id).id if campaign_id else None
+
     def campaign(self, campaign_id: str) -> Campaign:
         """A configured campaign (exit 2 naming the configured ones if unknown)."""
         found = self.settings.campaign(campaign_id)
@@ -99,6 +103,11 @@ def limit_options(f: F) -> F:
     return click.option(
         "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="rows to show"
     )(f)
+
+
+def row_limit(limit: int, show_all: bool) -> int | None:
+    """The row limit of `--limit N` / `--all` (None: no limit)."""
+    return None if show_all else limit
 
 
 def choice(values: Sequence[str]) -> click.Choice[str]:

@@ -24,6 +24,7 @@ from returnsd.cli.common import (
     listing,
     output_path,
     pass_ctx,
+    row_limit,
 )
 
 FILE_STATUSES = tuple(s.value for s in FileStatus)
@@ -151,11 +152,9 @@ def files_list(
     """List the newest files first."""
     from ingest.results import ResultStore
 
-    if campaign_id:
-        ctx.campaign(campaign_id)
-    status = status.upper() if status else None
+    campaign_id, status = ctx.filter_campaign(campaign_id), status.upper() if status else None
     results = ResultStore(ctx.existing_store)
-    rows = results.recent(campaign_id, status, None if show_all else limit)
+    rows = results.recent(campaign_id, status, row_limit(limit, show_all))
     docs = [o.summary() for o in rows]
     total = results.count(campaign_id, status)
     shown = docs if json_out else [file_row(d) for d in docs]
