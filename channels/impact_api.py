@@ -188,7 +188,7 @@ class ImpactApi:
             return await self.modify(request, who)
         if method == "DELETE":
             return await self.reverse(request, who)
-        raise BadRequest(405, "POST …/Actions needs _method=PUT or _method=DELETE")
+        raise BadRequest(400, "POST …/Actions needs _method=PUT or _method=DELETE")
 
     async def _queue(self, request: Request, who: Principal, kind: SubmissionType) -> Response:
         fields = [(k, v) for k, v in await request_fields(request) if k != "_method"]
@@ -248,8 +248,9 @@ def submission_doc(s: Submission) -> ApiSubmission:
     )
 
 
+XML_BODY = {"application/xml": {"schema": {"type": "string"}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope, "description": text}
+    code: {"model": ErrorEnvelope, "description": text, "content": XML_BODY}
     for code, text in (
         (400, "A parameter is malformed or not supported"),
         (401, "Invalid AccountSID or AuthToken"),
@@ -266,7 +267,7 @@ def _ok(model: type, description: str) -> dict[int | str, dict[str, Any]]:
         200: {
             "model": model,
             "description": f"{description} (XML unless Accept: application/json)",
-            "content": {"application/xml": {"schema": {"type": "string"}}},
+            "content": XML_BODY,
         },
         **ERRORS,
     }

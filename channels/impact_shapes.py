@@ -10,6 +10,7 @@ attributes (`<Actions page="1" numpages="1" …>`).
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 JSON_TYPE = "application/json"
 XML_TYPE = "application/xml"
 WANTS_JSON = "returnsd.wants_json"  # set on the request scope by the `.json` suffix
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 class Shape(BaseModel):
@@ -303,7 +305,7 @@ def _element(parent: ET.Element, key: str, value: Any) -> None:
     elif isinstance(value, list):
         _items(node, _singular(key), value)
     elif value is not None:
-        node.text = str(value)
+        node.text = NOT_XML.sub("\ufffd", str(value))  # XML 1.0 cannot carry them
 
 
 def _items(parent: ET.Element, name: str, values: Sequence[Any]) -> None:

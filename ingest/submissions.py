@@ -31,6 +31,7 @@ from ingest.store import Store
 
 log = logging.getLogger(f"returnsd.{__name__}")
 CHANNEL = "api"
+GROUP_WAIT = 0.002  # how often a request waiting for another's group commit looks again
 IDLE_SECONDS = 0.1  # how often an idle applier looks for new submissions
 # After a batch that was not full, let requests gather this long: a batch costs about the same
 # for 1 request as for 500, and the intake writes freely meanwhile.
@@ -96,11 +97,29 @@ def _first(fields: Sequence[tuple[str, str]], *names: str) -> str | None:
     return None
 
 
+@dataclass
+class _Pending:
+    """A request waiting for the group commit that stores it."""
+
+    row: dict[str, Any]
+    done: threading.Event
+    error: BaseException | None = None
+
+
 class Submissions:
-    """Store and read submissions (the channel's side of the queue)."""
+    """Store and read submissions (the channel's side of the queue).
+
+    Concurrent `enqueue` calls share commits: whoever finds no commit in progress writes every
+    request waiting at that moment in one transaction (a group commit), the others wait for it,
+    so one fsync stores many requests and each caller still returns only once its row is
+    committed.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._waiting: list[_Pending] = []
+        self._mutex = threading.Lock()
+        self._writer = threading.Lock()
 
     def enqueue(
         self,
@@ -129,9 +148,36 @@ class Submissions:
             "status": SubmissionStatus.QUEUED.value,
             "submitted_at": datetime.now(UTC),
         }
-        with self.store.begin() as conn:
-            conn.execute(t.api_submissions.insert(), row)
+        self._commit(_Pending(row, threading.Event()))
         return batch_id
+
+    def _commit(self, mine: _Pending) -> None:
+        """Return once `mine` is committed (by this thread or by another's group commit)."""
+        with self._mutex:
+            self._waiting.append(mine)
+        while not mine.done.is_set():
+            if not self._writer.acquire(blocking=False):
+                mine.done.wait(GROUP_WAIT)
+                continue
+            try:
+                with self._mutex:
+                    group, self._waiting = self._waiting, []
+                if group:
+                    self._write(group)
+            finally:
+                self._writer.release()
+        if mine.error is not None:
+            raise mine.error
+
+    def _write(self, group: list[_Pending]) -> None:
+        try:
+            with self.store.begin() as conn:
+                conn.execute(t.api_submissions.insert(), [p.row for p in group])
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, each raises it
+            for p in group:
+                p.error = exc
+        for p in group:
+            p.done.set()
 
     def get(self, sid: str, batch_id: str) -> Submission | None:
         """One submission of an account, or None."""
@@ -422,3 +468,18 @@ def _runs_by_actor(group: list[Submission]) -> list[list[Submission]]:
         else:
             runs.append([s])
     return runs
+
+
+def purge_submissions(settings: Settings, store: Store, now: datetime | None = None) -> int:
+    """Delete Complete submissions older than `retention_days` (kept as long as results)."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+    c = t.api_submissions.c
+    q = delete(t.api_submissions).where(
+        c.status == SubmissionStatus.COMPLETE.value, c.completed_at < cutoff
+    )
+    with store.begin() as conn:
+        return int(conn.execute(q).rowcount or 0)

@@ -213,7 +213,11 @@ class Daemon:
         log.info("lock job: %d actions locked", lock_due(self.store))
 
     def _retention_job(self, purge: Callable[[Settings, Store], int]) -> None:
+        from ingest.submissions import purge_submissions
+
         log.info("retention: %d files purged", purge(self.settings, self.store))
+        gone = purge_submissions(self.settings, self.store)
+        log.info("retention: %d API submissions purged", gone)
 
     def _pull_now(self, campaign_id: str) -> Any:
         from channels.pull import PullChannel

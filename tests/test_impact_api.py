@@ -309,3 +309,49 @@ def test_file_submissions_and_error_details(api: Api) -> None:
                             json_out=False)  # fmt: skip
     assert '<FTPFileSubmissions page="1" numpages="1"' in body, body
     assert "<FTPFileSubmission><BatchId>" in body
+
+
+def test_paging_keys_follow_to_the_last_page(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    when = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="seconds")
+    rows = [f"PG-{i:05d},shop,3001,O-PG-{i},P-1,{when},10.00,USD,0.75,NEW" for i in range(2050)]
+    path = api.env.root / "more.csv"
+    path.write_text("ActionId,CampaignId,ActionTrackerId,OrderId,PartnerId,EventDate,Amount,"
+                    "Currency,Payout,CustomerStatus\n" + "\n".join(rows) + "\n")  # fmt: skip
+    assert api.env.cli("actions", "import", path).exit_code == 0
+    status, first = api.curl(actions_url(), "-G", "-d", "CampaignId=shop&PageSize=2000",
+                             user=api.user())  # fmt: skip
+    assert status == 200, first
+    total = int(first["@total"])
+    assert total > 2050 and first["@numpages"] == "2" and len(first["Actions"]) == 2000
+    assert (first["@start"], first["@end"], first["@previouspageuri"]) == ("0", "1999", "")
+    assert first["@nextpageuri"] == first["@lastpageuri"] and "Page=2" in first["@nextpageuri"]
+    status, second = api.curl(first["@nextpageuri"], user=api.user())
+    assert status == 200 and second["@page"] == "2" and second["@nextpageuri"] == "", second
+    assert len(second["Actions"]) == total - 2000 and second["@start"] == "2000"
+    assert second["@end"] == str(total - 1)
+    seen = [a["Id"] for a in first["Actions"] + second["Actions"]]
+    assert len(set(seen)) == total  # newest first, no row twice, none left out
+
+
+def test_put_reset_and_approved_do_what_a_file_row_does(api: Api) -> None:
+    api.complete(queue(api, "PUT", "ActionId=MOD-1&Amount=60.00&Reason=ITEM_RETURNED"))
+    done = api.complete(queue(api, "PUT", "ActionId=MOD-1&Reason=RESET"))
+    assert done["ErrorReason"] is None, done
+    assert api.action("MOD-1")["amount"] == 10000
+    done = api.complete(queue(api, "PUT", "ActionId=MOD-2&Reason=APPROVED"))
+    assert done["ErrorReason"] is None and api.action("MOD-2")["state"] == "APPROVED", done
+
+
+def test_xml_lists_parse(api: Api) -> None:
+    import xml.etree.ElementTree as ET
+
+    queue(api, "PUT", "ActionId=MOD-1&Amount=1.00&Reason=ITEM_RETURNED&Note=%00%01")
+    status, body = api.curl(f"/Advertisers/{SHOP_SID}/APISubmissions", user=api.user(),
+                            json_out=False)  # fmt: skip
+    assert status == 200
+    root = ET.fromstring(body.encode())
+    holder = root.find("APISubmissions")
+    assert holder is not None and holder.get("page") == "1" and holder.get("total") == "1"
+    assert [e.findtext("Type") for e in holder.findall("APISubmission")] == ["Modification"]
