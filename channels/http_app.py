@@ -53,6 +53,8 @@ from channels.http_docs import (
 )
 from channels.intake import Intake, Refusal, RefusalKind, Sender
 from ingest.errors import Transient
+from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
+from ingest.metrics import render as render_metrics
 from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
 
@@ -308,6 +310,16 @@ class HttpApi:
     def _channels(self) -> list[str]:
         return sorted(self.ctx.running())
 
+    async def metrics(self) -> Response:
+        """Prometheus text: files by channel and status, queue depth, claims, nodes alive."""
+        try:
+            store = self.ctx.results.store
+            text = await run_in_threadpool(render_metrics, self.ctx.settings, store)
+        except Transient as exc:
+            log.warning("metrics: database unreachable: %s", exc)
+            return PlainTextResponse("# database unreachable\n", status_code=503)
+        return PlainTextResponse(text, media_type=METRICS_TYPE)
+
 
 QUEUE_COUNT_CAP = 10_000
 
@@ -350,5 +362,6 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         summary="Health",
         response_model=Health,
     )(api.health)
+    app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)(api.metrics)
     mount_docs(app)
     return app

@@ -117,6 +117,7 @@ class NodeView:
     stopped_at: datetime | None
     alive: bool
     holding: int  # files it has PROCESSING
+    last_job: str | None = None  # the scheduled job it ran last: "<job> <period>"
 
 
 def nodes(store: Store, lease: timedelta) -> list[NodeView]:
@@ -126,9 +127,14 @@ def nodes(store: Store, lease: timedelta) -> list[NodeView]:
         select(f.worker, func.count()).where(f.status == FileStatus.PROCESSING).group_by(f.worker)
     )
     now = _now()
+    j = t.job_claims.c
+    jobs_q = select(j.node_id, j.job_id, j.period).order_by(j.claimed_at.desc()).limit(1000)
     with store.read() as conn:
         held = {w: int(n) for w, n in conn.execute(held_q)}
         rows = conn.execute(select(t.nodes).order_by(t.nodes.c.heartbeat_at.desc())).all()
+        last: dict[str, str] = {}
+        for node_id, job_id, period in conn.execute(jobs_q):
+            last.setdefault(node_id, f"{job_id} {period:%Y-%m-%d %H:%M}")
     return [
         NodeView(
             r.id,
@@ -138,6 +144,7 @@ def nodes(store: Store, lease: timedelta) -> list[NodeView]:
             r.stopped_at,
             r.stopped_at is None and now - r.heartbeat_at < lease,
             held.get(r.id, 0),
+            last.get(r.id),
         )
         for r in rows
     ]

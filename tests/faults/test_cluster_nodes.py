@@ -121,6 +121,7 @@ def test_two_nodes_one_postgres(tmp_path: Path, pg_database: str) -> None:
         _results_from_the_survivor(b, [(f, n, i) for f, n, i in acked if n is a and i])
         _result_mails_once(db, [a, b])
         a.start()  # the killed node rejoins under its own id
+        _operators_see_both(a, b)
         _jobs_ran_once(db, [a, b])
         print(
             "\nCLUSTER "
@@ -150,6 +151,23 @@ def _results_from_the_survivor(
         got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
         assert got.status_code == 200, (f.name, got.status_code, got.text[:300])
         assert f.changes[0][0].encode() in got.content
+
+
+def _operators_see_both(a: DaemonProcess, b: DaemonProcess) -> None:
+    """`returnsd nodes` lists both nodes alive; each node's /metrics counts the whole cluster."""
+    listed = json.loads(b.cli("nodes", "--json").stdout)
+    assert {n["id"]: n["alive"] for n in listed} == {"node-a": True, "node-b": True}
+    text = b.cli("nodes").stdout
+    assert "node-a" in text and "2 of 2 alive" in text
+    for node in (a, b):
+        got = httpx.get(f"http://{HOST}:{node.ports['http']}/metrics", timeout=15)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain")
+        assert "returnsd_nodes_alive 2" in got.text
+        assert "returnsd_queue_depth 0" in got.text
+        assert (
+            f'returnsd_files_by_status{{status="COMPLETE"}} {FILES_BEFORE + FILES_AFTER}'
+            in got.text
+        )
 
 
 def _result_mails_once(db: Db, nodes: list[DaemonProcess]) -> None:
