@@ -25,6 +25,7 @@ from ingest.store import Store
 from ingest.worker import worker_name
 
 log = logging.getLogger("returnsd.cluster")
+CLAIMS_KEPT = timedelta(days=40)  # job claims older than this before a new one are deleted
 
 
 def returnsd_version() -> str:
@@ -99,8 +100,12 @@ class JobClaims:
         """True when this node is the one to run `job_id` for the period starting at `period`."""
         row = {"job_id": job_id, "period": period, "node_id": self.node_id, "claimed_at": _now()}
         q = pg_insert(t.job_claims).values(row).on_conflict_do_nothing()
+        j = t.job_claims.c
         with self.store.begin() as conn:
-            won = conn.execute(q.returning(t.job_claims.c.job_id)).first() is not None
+            won = conn.execute(q.returning(j.job_id)).first() is not None
+            if won:  # the claims of long-gone periods are of no use any more
+                old = (j.job_id == job_id) & (j.period < period - CLAIMS_KEPT)
+                conn.execute(t.job_claims.delete().where(old))
         if not won:
             log.info("job %s for %s already ran on another node", job_id, period.isoformat())
         return won
