@@ -10,9 +10,12 @@ holds behind a transaction-pooling PgBouncer, unlike a session advisory lock).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,7 +60,7 @@ class Node:
         now = _now()
         with self.store.begin() as conn:
             row = conn.execute(select(t.nodes).where(n.id == self.id).with_for_update()).first()
-            if row is not None and row.stopped_at is None and now - row.heartbeat_at < self.lease:
+            if row is not None and _live(row, now, self.lease):
                 raise ConfigError(
                     f"cluster node id {self.id!r} is in use by a live node (heartbeat at "
                     f"{row.heartbeat_at:%H:%M:%S} UTC); give each node its own cluster.node_id"
@@ -68,6 +71,7 @@ class Node:
                 {
                     "id": self.id,
                     "version": returnsd_version(),
+                    "process": worker_name(),
                     "started_at": now,
                     "heartbeat_at": now,
                     "stopped_at": None,
@@ -87,6 +91,21 @@ class Node:
         with self.store.begin() as conn:
             q = update(t.nodes).where(t.nodes.c.id == self.id).values(stopped_at=_now())
             conn.execute(q)
+
+
+def _live(row: Any, now: datetime, lease: timedelta) -> bool:
+    """Is the run of a node recorded in `row` still alive? (a dead pid on this host is not)."""
+    if row.stopped_at is not None or now - row.heartbeat_at >= lease:
+        return False
+    host, _, pid = str(row.process).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # killed a moment ago: its restart need not wait for the lease
+        except PermissionError:
+            return True
+    return True
 
 
 class JobClaims:
