@@ -56,6 +56,8 @@ from channels.impact_api import mount_impact
 from channels.intake import Intake, Refusal, RefusalKind, Sender
 from ingest import queries as q
 from ingest.errors import FileRejected, Transient
+from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
+from ingest.metrics import render as render_metrics
 from ingest.operations import check_file
 from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
@@ -352,6 +354,16 @@ class HttpApi:
     def _channels(self) -> list[str]:
         return sorted(self.ctx.running())
 
+    async def metrics(self) -> Response:
+        """Prometheus text: files by channel and status, queue depth, claims, nodes alive."""
+        try:
+            store = self.ctx.results.store
+            text = await run_in_threadpool(render_metrics, self.ctx.settings, store)
+        except Transient as exc:
+            log.warning("metrics: database unreachable: %s", exc)
+            return PlainTextResponse("# database unreachable\n", status_code=503)
+        return PlainTextResponse(text, media_type=METRICS_TYPE)
+
 
 QUEUE_COUNT_CAP = 10_000
 
@@ -401,6 +413,7 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         response_model=Health,
     )(api.health)
     mount_impact(app, ctx)  # impact.com's Actions API under /Advertisers/{AccountSID}/
+    app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)(api.metrics)
     mount_docs(app)
     from channels.salesforce import mount_salesforce
 

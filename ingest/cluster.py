@@ -10,9 +10,12 @@ holds behind a transaction-pooling PgBouncer, unlike a session advisory lock).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,6 +28,7 @@ from ingest.store import Store
 from ingest.worker import worker_name
 
 log = logging.getLogger("returnsd.cluster")
+CLAIMS_KEPT = timedelta(days=40)  # job claims older than this before a new one are deleted
 
 
 def returnsd_version() -> str:
@@ -56,7 +60,7 @@ class Node:
         now = _now()
         with self.store.begin() as conn:
             row = conn.execute(select(t.nodes).where(n.id == self.id).with_for_update()).first()
-            if row is not None and row.stopped_at is None and now - row.heartbeat_at < self.lease:
+            if row is not None and _live(row, now, self.lease):
                 raise ConfigError(
                     f"cluster node id {self.id!r} is in use by a live node (heartbeat at "
                     f"{row.heartbeat_at:%H:%M:%S} UTC); give each node its own cluster.node_id"
@@ -67,6 +71,7 @@ class Node:
                 {
                     "id": self.id,
                     "version": returnsd_version(),
+                    "process": worker_name(),
                     "started_at": now,
                     "heartbeat_at": now,
                     "stopped_at": None,
@@ -88,6 +93,21 @@ class Node:
             conn.execute(q)
 
 
+def _live(row: Any, now: datetime, lease: timedelta) -> bool:
+    """Is the run of a node recorded in `row` still alive? (a dead pid on this host is not)."""
+    if row.stopped_at is not None or now - row.heartbeat_at >= lease:
+        return False
+    host, _, pid = str(row.process).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # killed a moment ago: its restart need not wait for the lease
+        except PermissionError:
+            return True
+    return True
+
+
 class JobClaims:
     """Once-per-period runs of scheduled jobs across the nodes of one database."""
 
@@ -99,8 +119,12 @@ class JobClaims:
         """True when this node is the one to run `job_id` for the period starting at `period`."""
         row = {"job_id": job_id, "period": period, "node_id": self.node_id, "claimed_at": _now()}
         q = pg_insert(t.job_claims).values(row).on_conflict_do_nothing()
+        j = t.job_claims.c
         with self.store.begin() as conn:
-            won = conn.execute(q.returning(t.job_claims.c.job_id)).first() is not None
+            won = conn.execute(q.returning(j.job_id)).first() is not None
+            if won:  # the claims of long-gone periods are of no use any more
+                old = (j.job_id == job_id) & (j.period < period - CLAIMS_KEPT)
+                conn.execute(t.job_claims.delete().where(old))
         if not won:
             log.info("job %s for %s already ran on another node", job_id, period.isoformat())
         return won
@@ -117,6 +141,7 @@ class NodeView:
     stopped_at: datetime | None
     alive: bool
     holding: int  # files it has PROCESSING
+    last_job: str | None = None  # the scheduled job it ran last: "<job> <period>"
 
 
 def nodes(store: Store, lease: timedelta) -> list[NodeView]:
@@ -126,9 +151,14 @@ def nodes(store: Store, lease: timedelta) -> list[NodeView]:
         select(f.worker, func.count()).where(f.status == FileStatus.PROCESSING).group_by(f.worker)
     )
     now = _now()
+    j = t.job_claims.c
+    jobs_q = select(j.node_id, j.job_id, j.period).order_by(j.claimed_at.desc()).limit(1000)
     with store.read() as conn:
         held = {w: int(n) for w, n in conn.execute(held_q)}
         rows = conn.execute(select(t.nodes).order_by(t.nodes.c.heartbeat_at.desc())).all()
+        last: dict[str, str] = {}
+        for node_id, job_id, period in conn.execute(jobs_q):
+            last.setdefault(node_id, f"{job_id} {period:%Y-%m-%d %H:%M}")
     return [
         NodeView(
             r.id,
@@ -138,6 +168,7 @@ def nodes(store: Store, lease: timedelta) -> list[NodeView]:
             r.stopped_at,
             r.stopped_at is None and now - r.heartbeat_at < lease,
             held.get(r.id, 0),
+            last.get(r.id),
         )
         for r in rows
     ]

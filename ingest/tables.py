@@ -386,6 +386,7 @@ nodes = Table(
     metadata,
     Column("id", String(128), primary_key=True),
     Column("version", String(32), nullable=False),
+    Column("process", String(160), nullable=False),  # host:pid of the node's current run
     Column("started_at", UtcDateTime, nullable=False),
     Column("heartbeat_at", UtcDateTime, nullable=False),
     Column("stopped_at", UtcDateTime, nullable=True),

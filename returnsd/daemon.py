@@ -78,13 +78,18 @@ class Daemon:
         self.scheduler: Any = None
         self.console: Any = None
         self.single_node: SingleNodeLock | None = None
+        self.heartbeat_stop = threading.Event()  # set only once the files in hand are finished
+        self.heartbeat: threading.Thread | None = None
 
     def start(self) -> None:
         """Start workers, channels, deliveries and the scheduler; raise if a channel cannot."""
         self._claim_database()
         if self.node is not None:
             self.node.join()
-            self._thread("heartbeat", self._heartbeat_loop)
+            self.heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name="returnsd-heartbeat", daemon=True
+            )
+            self.heartbeat.start()
         self.workers[0].recover(mine_too=self.node is not None)  # a restarted node's own too
         sweep_orphans(self.settings, self.store)
         self.ctx.spool.on_queued(self._wake_workers)
@@ -166,7 +171,7 @@ class Daemon:
     def _heartbeat_loop(self) -> None:
         """Cluster mode: heartbeat and renew leases; requeue the files of nodes that died."""
         assert self.node is not None
-        while not self.stopping.wait(self.node.heartbeat_seconds):
+        while not self.heartbeat_stop.wait(self.node.heartbeat_seconds):
             try:
                 self.node.beat()
                 if self.workers[0].recover():
@@ -296,6 +301,10 @@ class Daemon:
         for thread in self.threads:
             thread.join(timeout=600)
         self.threads.clear()
+        self.heartbeat_stop.set()  # the leases were renewed until the last file was finished
+        if self.heartbeat is not None:
+            self.heartbeat.join(timeout=60)
+            self.heartbeat = None
         if self.node is not None:
             try:
                 self.node.leave()

@@ -174,3 +174,18 @@ def test_nodes_heartbeat_and_a_live_id_is_refused(
 def test_cluster_needs_postgresql(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ConfigError, match="needs a PostgreSQL database_url"):
         make_settings(cluster={"enabled": True})
+
+
+def test_metrics_text(cluster_settings: Settings, pg_store: Store) -> None:
+    from ingest.metrics import render
+
+    _queue(cluster_settings, pg_store, 2)
+    node = Node(cluster_settings, pg_store)
+    node.join()
+    FileLifecycle(pg_store).claim(node.id, lease=LEASE)
+    text = render(cluster_settings, pg_store)
+    assert "returnsd_queue_depth 1\n" in text
+    assert 'returnsd_files{channel="http",status="QUEUED"} 1' in text
+    assert f'returnsd_claims_in_flight{{node="{node.id}"}} 1' in text
+    assert "returnsd_nodes_alive 1\n" in text
+    assert "# TYPE returnsd_deliveries_pending gauge" in text

@@ -6,7 +6,7 @@ unknown campaign, status or state exits 2 naming the allowed values, case-insens
 codes 0 done, 1 failed, 2 usage or configuration; read-only commands never create a database.
 """
 
-from returnsd.cli import actions, admin, files, tokens, users
+from returnsd.cli import actions, admin, files, nodes, tokens, users
 from returnsd.cli.app import main
 
-__all__ = ["actions", "admin", "files", "main", "tokens", "users"]
+__all__ = ["actions", "admin", "files", "main", "nodes", "tokens", "users"]

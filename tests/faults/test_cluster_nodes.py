@@ -15,6 +15,7 @@ retention run ran on exactly one node.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from email import message_from_bytes
@@ -27,6 +28,7 @@ import pytest
 from tests.conftest import _reset_pg
 from tests.faults.helpers import (
     HOST,
+    LONG,
     DaemonProcess,
     Db,
     Plan,
@@ -42,6 +44,8 @@ pytestmark = [pytest.mark.timeout(300)]
 LEASE = 3.0
 FILES_BEFORE, FILES_AFTER = 18, 6
 BIG_EVERY, PADDING = 3, 40_000  # every third file is big: a long PROCESSING window
+ROUNDS = int(os.environ.get("RETURNSD_CLUSTER_ROUNDS", "20" if LONG else "2"))
+PER_ROUND = (6, 2)  # files to both nodes, then to the survivor
 
 
 def _node(folder: Path, url: str, node_id: str) -> DaemonProcess:
@@ -121,6 +125,7 @@ def test_two_nodes_one_postgres(tmp_path: Path, pg_database: str) -> None:
         _results_from_the_survivor(b, [(f, n, i) for f, n, i in acked if n is a and i])
         _result_mails_once(db, [a, b])
         a.start()  # the killed node rejoins under its own id
+        _operators_see_both(a, b)
         _jobs_ran_once(db, [a, b])
         print(
             "\nCLUSTER "
@@ -150,6 +155,23 @@ def _results_from_the_survivor(
         got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
         assert got.status_code == 200, (f.name, got.status_code, got.text[:300])
         assert f.changes[0][0].encode() in got.content
+
+
+def _operators_see_both(a: DaemonProcess, b: DaemonProcess) -> None:
+    """`returnsd nodes` lists both nodes alive; each node's /metrics counts the whole cluster."""
+    listed = json.loads(b.cli("nodes", "--json").stdout)
+    assert {n["id"]: n["alive"] for n in listed} == {"node-a": True, "node-b": True}
+    text = b.cli("nodes").stdout
+    assert "node-a" in text and "2 of 2 alive" in text
+    for node in (a, b):
+        got = httpx.get(f"http://{HOST}:{node.ports['http']}/metrics", timeout=15)
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain")
+        assert "returnsd_nodes_alive 2" in got.text
+        assert "returnsd_queue_depth 0" in got.text
+        assert (
+            f'returnsd_files_by_status{{status="COMPLETE"}} {FILES_BEFORE + FILES_AFTER}'
+            in got.text
+        )
 
 
 def _result_mails_once(db: Db, nodes: list[DaemonProcess]) -> None:
@@ -183,3 +205,50 @@ def _jobs_ran_once(db: Db, nodes: list[DaemonProcess]) -> None:
     logs = "".join(n.log() for n in nodes)
     assert logs.count("lock job:") == len(lock), (logs.count("lock job:"), lock)
     assert logs.count("files purged") == 1
+
+
+@pytest.mark.timeout(300 + 90 * ROUNDS)
+def test_kill9_rounds(tmp_path: Path, pg_database: str) -> None:
+    """Round after round, the node holding a file is killed and restarted at once."""
+    _reset_pg(pg_database)
+    a = _node(tmp_path / "a", pg_database, "node-a")
+    b = _node(tmp_path / "b", pg_database, "node-b")
+    db = Db(pg_database)
+    plan = Plan(8 * sum(PER_ROUND) * (ROUNDS + 1))
+    acked: list[tuple[ReturnsFile, DaemonProcess, str | None]] = []
+    failovers = 0
+    try:
+        a.import_actions(plan)
+        a.start()
+        b.start()
+        for _ in range(ROUNDS):
+            _send_round(plan, [a, b], PER_ROUND[0], acked)
+            held = until(
+                lambda: db.query("SELECT id, worker FROM files WHERE status = 'PROCESSING'"),
+                "a node to hold a file",
+                120,
+                0.01,
+            )
+            victim, survivor = (a, b) if held[0]["worker"] == "node-a" else (b, a)
+            victim.kill9()
+            row = db.query(f"SELECT status FROM files WHERE id = '{held[0]['id']}'")[0]
+            failovers += row["status"] == "PROCESSING"
+            _send_round(plan, [survivor], PER_ROUND[1], acked)
+            victim.start()  # at once: a dead process's node id is free again
+        until(lambda: not db.query(
+            "SELECT id FROM files WHERE status IN ('QUEUED', 'PROCESSING')"
+        ), "the queue to drain", 240, 0.2)  # fmt: skip
+        verdict = verify(db, plan, [f for f, _, _ in acked])
+        assert not verdict.lost and not verdict.applied_twice, verdict
+        assert not verdict.wrong_ledger and not verdict.not_finished, verdict
+        print("\nFAULTS cluster-kill9 " + json.dumps({
+            "rounds": ROUNDS,
+            "acknowledged": len(acked),
+            "lost": len(verdict.lost),
+            "applied_twice": len(verdict.applied_twice),
+            "failovers": failovers,
+            "lease_seconds": LEASE,
+        }))  # fmt: skip
+    finally:
+        for node in (a, b):
+            node.stop()

@@ -25,6 +25,7 @@ def upgrade() -> None:
         "nodes",
         sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("process", sa.String(length=160), nullable=False),
         sa.Column("started_at", ingest.tables.UtcDateTime(), nullable=False),
         sa.Column("heartbeat_at", ingest.tables.UtcDateTime(), nullable=False),
         sa.Column("stopped_at", ingest.tables.UtcDateTime(), nullable=True),
