@@ -261,15 +261,16 @@ class Sqlite(Database):
 
     def load(self, ledger: Ledger) -> None:
         table = action_table(ledger, postgres=False)
-        rows = zip(*(table.column(c).to_pylist() for c in ACTION_COLUMNS), strict=True)
         marks = ", ".join("?" * len(ACTION_COLUMNS))
         with self.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             for name in ("results", "file_hashes", "files", "audit", "actions"):
                 conn.execute(f"DELETE FROM {name}")
-            conn.executemany(
-                f"INSERT INTO actions ({', '.join(ACTION_COLUMNS)}) VALUES ({marks})", rows
-            )
+            for batch in table.to_batches(max_chunksize=100_000):  # bounded bench memory
+                rows = zip(*(batch.column(c).to_pylist() for c in ACTION_COLUMNS), strict=True)
+                conn.executemany(
+                    f"INSERT INTO actions ({', '.join(ACTION_COLUMNS)}) VALUES ({marks})", rows
+                )
             conn.execute("COMMIT")  # no ANALYZE: returnsd never runs it, so no stats in real life
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -479,20 +480,32 @@ class Run:
     stderr: str
 
 
+TIME = Path("/usr/bin/time")
+
+
 def run_child(argv: Sequence[str], cwd: Path) -> Run:
-    """Run a command; its own peak RSS comes from wait4 (not the max over all children)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run a command; its own peak RSS comes from GNU time (the child alone).
+
+    `wait4` from this process would not do: a child's `ru_maxrss` starts from the parent's at
+    fork, so a child of a 1.5 GB bench reports ≥ 1.5 GB even for `/bin/true`. GNU time is a
+    small process started before the command, so what it reports is the command's own peak.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".time") as peak:  # fmt: skip
+        wrapped = [str(TIME), "-f", "%M", "-o", peak.name, *argv] if TIME.exists() else argv
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=child_env(), stdout=out, stderr=err)
+        proc = subprocess.Popen(wrapped, cwd=cwd, env=child_env(), stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+        lines = [ln for ln in Path(peak.name).read_text().splitlines() if ln.strip().isdigit()]
+        rss_kib = int(lines[-1]) if lines else usage.ru_maxrss  # KiB on Linux either way
         out.seek(0)
         err.seek(0)
         return Run(
             seconds,
             usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss / 1024,  # KiB on Linux
+            rss_kib / 1024,
             proc.returncode,
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),

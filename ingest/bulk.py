@@ -18,7 +18,6 @@ from ingest.domain import STATE_CODES, STATE_NAMES, EventTypeRule
 from ingest.rules import ActionArrays, Items
 from ingest.sql import SqlAdapter
 
-FULL_SCAN_AT = 20_000
 CHUNK = 900
 ACTION_COLUMNS = (
     "id",
@@ -96,30 +95,24 @@ def load_actions(
     skip += () if statuses or resets else ("customer_status",)
     skip += () if currencies else ("currency",)
     names = [t.actions.c[c].name for c in ACTION_COLUMNS if c not in skip]
-    a, p = t.actions.c, sql.mark
-    locked = f"CASE WHEN {a.lock_at.name} <= {p} THEN 1 ELSE 0 END AS locked"
-    # States come back as their codes (small ints: no string per row to build).
-    state = f"CASE {a.state.name} " + " ".join(
-        f"WHEN '{n}' THEN {c}" for n, c in STATE_CODES.items()
-    )
-    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
-    base = f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {a.campaign_id.name} = {p}"
     now_p = sql.ts(now)
+    columns = [*names, "locked"]
+    parts: list[pd.DataFrame] = []
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()  # plain tuples: no Row overhead
-    rows: list[Any] = []
-    scan = len(action_ids) + len(order_ids) >= FULL_SCAN_AT
-    if scan:
-        cur.execute(base, (now_p, campaign_id))
-        rows = cur.fetchall()
-    else:
+    try:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
-            for chunk in _chunks(sorted(set(keys.tolist())), CHUNK):
-                where = f"{base} AND {a[column].name} IN ({sql.marks(len(chunk))})"
-                cur.execute(where, (now_p, campaign_id, *chunk))
-                rows.extend(cur.fetchall())
-    cur.close()
-    frame = _frame(rows, [*names, "locked"])
+            # Sorted keys: each query walks the key's index in order (and rows come back sorted).
+            for chunk in _chunks(sorted(set(keys.dropna().tolist())), sql.lookup_chunk):
+                cur.execute(
+                    lookup_query(sql, names, column, len(chunk)),
+                    (now_p, *sql.key_params(campaign_id, chunk)),
+                )
+                parts.append(_frame(cur.fetchall(), columns))  # columns per chunk: bounded
+    finally:
+        cur.close()
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else None
+    frame = frame if frame is not None else parts[0] if parts else _frame([], columns)
     for column in ("customer_status", "currency"):
         if column not in frame:
             frame[column] = pd.Series([None] * len(frame), dtype=object)
@@ -128,7 +121,23 @@ def load_actions(
     ):
         if original not in frame:
             frame[original] = frame[current]
-    return frame if scan else frame.drop_duplicates("id")
+    return frame.drop_duplicates("id") if len(order_ids) else frame
+
+
+def lookup_query(sql: SqlAdapter, names: Sequence[str], key: str, n: int) -> str:
+    """SELECT the named columns (state as its code) and a `locked` flag of `n` actions by key.
+
+    Parameters: the time the lock is checked against, then `sql.key_params(campaign, keys)`.
+    """
+    a = t.actions.c
+    locked = f"CASE WHEN {a.lock_at.name} <= {sql.mark} THEN 1 ELSE 0 END AS locked"
+    # States come back as their codes (small ints: no string per row to build).
+    state = f"CASE {a.state.name} " + " ".join(
+        f"WHEN '{name}' THEN {code}" for name, code in STATE_CODES.items()
+    )
+    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
+    where = sql.keyed(a.campaign_id.name, a[key].name, n, scope_leads=key == "order_id")
+    return f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {where}"
 
 
 def _frame(rows: list[tuple[Any, ...]], names: list[str]) -> pd.DataFrame:
@@ -167,7 +176,7 @@ def load_items(conn: Connection, sql: SqlAdapter, action_ids: Sequence[str]) -> 
         query = (
             f"SELECT {', '.join(cols)} FROM {i.name} "
             f"WHERE {i.c.action_id.name} IN ({sql.marks(len(chunk))})"
-        )
+        )  # the key's own index: action_id leads the primary key
         rows.extend(conn.exec_driver_sql(query, tuple(chunk)).fetchall())
     return pd.DataFrame.from_records(rows, columns=cols)
 

@@ -35,6 +35,23 @@ class SqlAdapter:
         """`n` parameter placeholders, comma-separated."""
         return ", ".join([self.mark] * n)
 
+    lookup_chunk = 5_000  # keys per lookup query (SQLite allows 32,766 parameters)
+
+    def keyed(self, scope: str, key: str, n: int, *, scope_leads: bool = False) -> str:
+        """`scope = ? AND key IN (n marks)`, planned on the key's index, never on the scope's.
+
+        Unless `scope_leads` (the key's index starts with the scope, as `ix_actions_order`
+        does), the unary `+` makes `scope` unusable as an index term, so SQLite cannot choose
+        an index that starts with the campaign and walk the whole campaign per query; it
+        searches the key's index once per key instead.
+        """
+        plus = "" if scope_leads else "+"
+        return f"{plus}{scope} = ? AND {key} IN ({self.marks(n)})"
+
+    def key_params(self, scope: Any, keys: Sequence[Any]) -> tuple[Any, ...]:
+        """The parameters of `keyed`."""
+        return (scope, *keys)
+
     def campaign_lock(self, conn: Connection, campaign_id: str) -> None:
         """Serialise writers of one campaign's actions (SQLite's write lock already does)."""
 
@@ -74,6 +91,22 @@ class PostgresAdapter(SqlAdapter):
     def ts(self, moment: datetime) -> Any:
         """A timestamp as the driver stores it (aware UTC)."""
         return moment.astimezone(UTC)
+
+    lookup_chunk = 10_000  # one array parameter: fewer round trips
+
+    def keyed(self, scope: str, key: str, n: int, *, scope_leads: bool = False) -> str:
+        """`scope = %s AND key = ANY(%s)`: one array of keys, found by the key's index.
+
+        Unless `scope_leads`, the scope is compared as an expression (`|| ''`), which no index
+        matches: the planner cannot prefer a campaign index (and read the whole campaign)
+        whatever its statistics say.
+        """
+        left = scope if scope_leads else f"({scope} || '')"
+        return f"{left} = %s AND {key} = ANY(%s)"
+
+    def key_params(self, scope: Any, keys: Sequence[Any]) -> tuple[Any, ...]:
+        """The parameters of `keyed`: the keys as one array."""
+        return (scope, list(keys))
 
     def campaign_lock(self, conn: Connection, campaign_id: str) -> None:
         """Serialise writers of one campaign's actions (transaction-scoped advisory lock)."""
