@@ -244,21 +244,27 @@ def id_order(arrays: ActionArrays) -> np.ndarray:
     return arrays.order
 
 
-def write_arrays(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int:
-    """Write every touched action and item back, sorted by key; return the number of actions."""
-    order = id_order(arrays)
-    order = order[arrays.touched[order]]
-    columns = {
-        "amount": arrays.amount[order],
-        "payout": arrays.payout[order],
-        "state": STATE_NAMES[arrays.state[order]],
-        "customer_status": arrays.customer_status[order],
-        "mod_count": arrays.mod_count[order],
-        "id": arrays.ids[order],
+UPDATED = ("amount", "payout", "state", "customer_status", "mod_count")
+UPDATED_WITHOUT_STATUS = ("amount", "payout", "state", "mod_count")  # statuses not read
+
+
+def final_values(arrays: ActionArrays, pos: np.ndarray) -> dict[str, np.ndarray]:
+    """The actions' values after the file, one per entry of `pos`, as `actions` stores them.
+
+    `action_id` is the audit's name for the key: the staging table feeds both tables.
+    """
+    return {
+        "action_id": arrays.ids[pos],
+        "amount": arrays.amount[pos],
+        "payout": arrays.payout[pos],
+        "state": STATE_NAMES[arrays.state[pos]],
+        "customer_status": arrays.customer_status[pos],
+        "mod_count": arrays.mod_count[pos],
     }
-    if not arrays.status_known:  # not read, so not written either
-        del columns["customer_status"]
-    sql.update_many(conn, t.actions, ("id",), columns)
+
+
+def write_items(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int:
+    """Write every touched item back, sorted by key; return how many."""
     it = arrays.items
     s = np.flatnonzero(it.touched)
     if len(s):
@@ -272,7 +278,7 @@ def write_arrays(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int
             "sku": it.sku[s],
         }
         sql.update_many(conn, t.action_items, ("action_id", "sku"), item_columns)
-    return len(order)
+    return len(s)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from ingest import bulk
+from ingest import tables as t
 from ingest.bulk import ACTION_COLUMNS
+from ingest.sql import Staged
 from ingest.store import Store
 
 CAMPAIGN = "acme"
@@ -77,3 +80,40 @@ def test_postgres_lookup_uses_the_primary_key(store: Store) -> None:
     plan = _plan(store, query, ("2026-12-01 00:00:00+00", *store.sql.key_params(CAMPAIGN, ids)))
     assert "actions_pkey" in plan, plan
     assert "Seq Scan on actions" not in plan, plan
+
+
+def _staged(ids: list[str]) -> Staged:
+    n = len(ids)
+    rows = {
+        "seq": np.arange(n, dtype=np.int64),
+        "is_last": np.ones(n, dtype=np.int64),
+        "action_id": np.array(ids, dtype=object),
+        "amount": np.full(n, 500, dtype=np.int64),
+        "reason": np.full(n, "ITEM_RETURNED", dtype=object),
+    }
+    return Staged(t.actions, "id", "action_id", ("amount",), t.audit, ("action_id", "reason"),
+                  rows, {"channel": "cli"})  # fmt: skip
+
+
+def test_update_from_the_stage_searches_the_primary_key(store: Store) -> None:
+    sql = store.sql
+    if store.dialect == "postgresql":
+        _fill(store, 50_000)  # the planner needs a table big enough to prefer an index
+    staged = _staged([f"A{i:07d}" for i in range(0, 50_000, 50)])
+    with store.begin() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cur = raw.cursor()
+        sql.fill_stage(cur, staged)
+        sql.before_update(cur, 1000)
+        explain = "EXPLAIN QUERY PLAN" if store.dialect == "sqlite" else "EXPLAIN"
+        cur.execute(f"{explain} {sql.staged_update(staged)}")
+        plan = "\n".join(str(row[-1] if store.dialect == "sqlite" else row[0]) for row in cur)
+        cur.execute("DROP TABLE _stage")
+        cur.close()
+    if store.dialect == "sqlite":
+        assert "SCAN s" in plan and "sqlite_autoindex_actions_1 (id=?)" in plan, plan
+        assert "SCAN actions" not in plan, plan
+    else:
+        assert "actions_pkey" in plan, plan
+        assert "Seq Scan on actions" not in plan, plan
