@@ -97,22 +97,29 @@ def load_actions(
     names = [t.actions.c[c].name for c in ACTION_COLUMNS if c not in skip]
     now_p = sql.ts(now)
     columns = [*names, "locked"]
-    parts: list[pd.DataFrame] = []
+    parts: list[list[np.ndarray]] = []
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()  # plain tuples: no Row overhead
     try:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
             # Sorted keys: each query walks the key's index in order (and rows come back sorted).
-            for chunk in _chunks(sorted(set(keys.dropna().tolist())), sql.lookup_chunk):
+            wanted = _unique_sorted(keys)
+            for start in range(0, len(wanted), sql.lookup_chunk):
+                chunk = wanted[start : start + sql.lookup_chunk].to_pylist()
                 cur.execute(
                     lookup_query(sql, names, column, len(chunk)),
                     (now_p, *sql.key_params(campaign_id, chunk)),
                 )
-                parts.append(_frame(cur.fetchall(), columns))  # columns per chunk: bounded
+                parts.append(_columns(cur.fetchall(), columns))  # columns per chunk: bounded
     finally:
         cur.close()
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else None
-    frame = frame if frame is not None else parts[0] if parts else _frame([], columns)
+    frame = pd.DataFrame(
+        {
+            name: np.concatenate([p[i] for p in parts]) if parts else _empty(name)
+            for i, name in enumerate(columns)
+        },
+        copy=False,
+    )
     for column in ("customer_status", "currency"):
         if column not in frame:
             frame[column] = pd.Series([None] * len(frame), dtype=object)
@@ -140,20 +147,24 @@ def lookup_query(sql: SqlAdapter, names: Sequence[str], key: str, n: int) -> str
     return f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {where}"
 
 
-def _frame(rows: list[tuple[Any, ...]], names: list[str]) -> pd.DataFrame:
-    """Rows to a frame column by column (much faster than pandas' generic row path)."""
+def _unique_sorted(keys: pd.Series) -> pa.Array:
+    """The distinct keys, sorted (bytewise, as the databases' text keys), nulls dropped."""
+    values = pc.unique(pa.array(keys, type=pa.string(), from_pandas=True).drop_null())
+    return values.take(pc.sort_indices(values))
+
+
+def _empty(name: str) -> np.ndarray:
+    return np.zeros(0, dtype=np.int64 if name in INT_COLUMNS else object)
+
+
+def _columns(rows: list[tuple[Any, ...]], names: list[str]) -> list[np.ndarray]:
+    """Rows to one array per column (much faster than pandas' generic row path)."""
     if not rows:
-        return pd.DataFrame(
-            {n: pd.Series(dtype=np.int64 if n in INT_COLUMNS else object) for n in names}
-        )
-    columns = zip(*rows, strict=True)
-    return pd.DataFrame(
-        {
-            name: np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
-            for name, col in zip(names, columns, strict=True)
-        },
-        copy=False,
-    )
+        return [_empty(n) for n in names]
+    return [
+        np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
+        for name, col in zip(names, zip(*rows, strict=True), strict=True)
+    ]
 
 
 ITEM_COLUMNS = (
