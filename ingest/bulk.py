@@ -18,7 +18,6 @@ from ingest.domain import STATE_CODES, STATE_NAMES, EventTypeRule
 from ingest.rules import ActionArrays, Items
 from ingest.sql import SqlAdapter
 
-FULL_SCAN_AT = 20_000
 CHUNK = 900
 ACTION_COLUMNS = (
     "id",
@@ -96,30 +95,31 @@ def load_actions(
     skip += () if statuses or resets else ("customer_status",)
     skip += () if currencies else ("currency",)
     names = [t.actions.c[c].name for c in ACTION_COLUMNS if c not in skip]
-    a, p = t.actions.c, sql.mark
-    locked = f"CASE WHEN {a.lock_at.name} <= {p} THEN 1 ELSE 0 END AS locked"
-    # States come back as their codes (small ints: no string per row to build).
-    state = f"CASE {a.state.name} " + " ".join(
-        f"WHEN '{n}' THEN {c}" for n, c in STATE_CODES.items()
-    )
-    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
-    base = f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {a.campaign_id.name} = {p}"
     now_p = sql.ts(now)
+    columns = [*names, "locked"]
+    parts: list[list[np.ndarray]] = []
     raw: Any = conn.connection.driver_connection
     cur = raw.cursor()  # plain tuples: no Row overhead
-    rows: list[Any] = []
-    scan = len(action_ids) + len(order_ids) >= FULL_SCAN_AT
-    if scan:
-        cur.execute(base, (now_p, campaign_id))
-        rows = cur.fetchall()
-    else:
+    try:
         for column, keys in (("id", action_ids), ("order_id", order_ids)):
-            for chunk in _chunks(sorted(set(keys.tolist())), CHUNK):
-                where = f"{base} AND {a[column].name} IN ({sql.marks(len(chunk))})"
-                cur.execute(where, (now_p, campaign_id, *chunk))
-                rows.extend(cur.fetchall())
-    cur.close()
-    frame = _frame(rows, [*names, "locked"])
+            # Sorted keys: each query walks the key's index in order (and rows come back sorted).
+            wanted = _unique_sorted(keys)
+            for start in range(0, len(wanted), sql.lookup_chunk):
+                chunk = wanted[start : start + sql.lookup_chunk].to_pylist()
+                cur.execute(
+                    lookup_query(sql, names, column, len(chunk)),
+                    (now_p, *sql.key_params(campaign_id, chunk)),
+                )
+                parts.append(_columns(cur.fetchall(), columns))  # columns per chunk: bounded
+    finally:
+        cur.close()
+    frame = pd.DataFrame(
+        {
+            name: np.concatenate([p[i] for p in parts]) if parts else _empty(name)
+            for i, name in enumerate(columns)
+        },
+        copy=False,
+    )
     for column in ("customer_status", "currency"):
         if column not in frame:
             frame[column] = pd.Series([None] * len(frame), dtype=object)
@@ -128,23 +128,43 @@ def load_actions(
     ):
         if original not in frame:
             frame[original] = frame[current]
-    return frame if scan else frame.drop_duplicates("id")
+    return frame.drop_duplicates("id") if len(order_ids) else frame
 
 
-def _frame(rows: list[tuple[Any, ...]], names: list[str]) -> pd.DataFrame:
-    """Rows to a frame column by column (much faster than pandas' generic row path)."""
-    if not rows:
-        return pd.DataFrame(
-            {n: pd.Series(dtype=np.int64 if n in INT_COLUMNS else object) for n in names}
-        )
-    columns = zip(*rows, strict=True)
-    return pd.DataFrame(
-        {
-            name: np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
-            for name, col in zip(names, columns, strict=True)
-        },
-        copy=False,
+def lookup_query(sql: SqlAdapter, names: Sequence[str], key: str, n: int) -> str:
+    """SELECT the named columns (state as its code) and a `locked` flag of `n` actions by key.
+
+    Parameters: the time the lock is checked against, then `sql.key_params(campaign, keys)`.
+    """
+    a = t.actions.c
+    locked = f"CASE WHEN {a.lock_at.name} <= {sql.mark} THEN 1 ELSE 0 END AS locked"
+    # States come back as their codes (small ints: no string per row to build).
+    state = f"CASE {a.state.name} " + " ".join(
+        f"WHEN '{name}' THEN {code}" for name, code in STATE_CODES.items()
     )
+    select_list = ", ".join(f"{state} END AS state" if c == "state" else c for c in names)
+    where = sql.keyed(a.campaign_id.name, a[key].name, n, scope_leads=key == "order_id")
+    return f"SELECT {select_list}, {locked} FROM {t.actions.name} WHERE {where}"
+
+
+def _unique_sorted(keys: pd.Series) -> pa.Array:
+    """The distinct keys, sorted (bytewise, as the databases' text keys), nulls dropped."""
+    values = pc.unique(pa.array(keys, type=pa.string(), from_pandas=True).drop_null())
+    return values.take(pc.sort_indices(values))
+
+
+def _empty(name: str) -> np.ndarray:
+    return np.zeros(0, dtype=np.int64 if name in INT_COLUMNS else object)
+
+
+def _columns(rows: list[tuple[Any, ...]], names: list[str]) -> list[np.ndarray]:
+    """Rows to one array per column (much faster than pandas' generic row path)."""
+    if not rows:
+        return [_empty(n) for n in names]
+    return [
+        np.array(col, dtype=np.int64 if name in INT_COLUMNS else object)
+        for name, col in zip(names, zip(*rows, strict=True), strict=True)
+    ]
 
 
 ITEM_COLUMNS = (
@@ -167,7 +187,7 @@ def load_items(conn: Connection, sql: SqlAdapter, action_ids: Sequence[str]) -> 
         query = (
             f"SELECT {', '.join(cols)} FROM {i.name} "
             f"WHERE {i.c.action_id.name} IN ({sql.marks(len(chunk))})"
-        )
+        )  # the key's own index: action_id leads the primary key
         rows.extend(conn.exec_driver_sql(query, tuple(chunk)).fetchall())
     return pd.DataFrame.from_records(rows, columns=cols)
 
@@ -235,21 +255,27 @@ def id_order(arrays: ActionArrays) -> np.ndarray:
     return arrays.order
 
 
-def write_arrays(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int:
-    """Write every touched action and item back, sorted by key; return the number of actions."""
-    order = id_order(arrays)
-    order = order[arrays.touched[order]]
-    columns = {
-        "amount": arrays.amount[order],
-        "payout": arrays.payout[order],
-        "state": STATE_NAMES[arrays.state[order]],
-        "customer_status": arrays.customer_status[order],
-        "mod_count": arrays.mod_count[order],
-        "id": arrays.ids[order],
+UPDATED = ("amount", "payout", "state", "customer_status", "mod_count")
+UPDATED_WITHOUT_STATUS = ("amount", "payout", "state", "mod_count")  # statuses not read
+
+
+def final_values(arrays: ActionArrays, pos: np.ndarray) -> dict[str, np.ndarray]:
+    """The actions' values after the file, one per entry of `pos`, as `actions` stores them.
+
+    `action_id` is the audit's name for the key: the staging table feeds both tables.
+    """
+    return {
+        "action_id": arrays.ids[pos],
+        "amount": arrays.amount[pos],
+        "payout": arrays.payout[pos],
+        "state": STATE_NAMES[arrays.state[pos]],
+        "customer_status": arrays.customer_status[pos],
+        "mod_count": arrays.mod_count[pos],
     }
-    if not arrays.status_known:  # not read, so not written either
-        del columns["customer_status"]
-    sql.update_many(conn, t.actions, ("id",), columns)
+
+
+def write_items(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int:
+    """Write every touched item back, sorted by key; return how many."""
     it = arrays.items
     s = np.flatnonzero(it.touched)
     if len(s):
@@ -263,7 +289,7 @@ def write_arrays(conn: Connection, sql: SqlAdapter, arrays: ActionArrays) -> int
             "sku": it.sku[s],
         }
         sql.update_many(conn, t.action_items, ("action_id", "sku"), item_columns)
-    return len(order)
+    return len(s)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

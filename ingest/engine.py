@@ -29,7 +29,7 @@ from ingest.matching import Matched, match
 from ingest.planning import Planned, plan
 from ingest.reasons import check_rows
 from ingest.report import without_result_columns, write_result
-from ingest.sql import SqlAdapter
+from ingest.sql import SqlAdapter, Staged
 from parsers.base import ParseLimits, RawTable
 from parsers.canonical import Canonical, canonicalise
 from parsers.readers import read_table
@@ -125,29 +125,34 @@ def run_steps(conn: Connection, sql: SqlAdapter, job: Job, *, apply_changes: boo
 
 
 def apply(conn: Connection, sql: SqlAdapter, job: Job, matched: Matched, planned: Planned) -> None:
-    """Write the changed actions and their audit rows, both sorted by action id."""
+    """Write the changed actions and their audit rows from one staging table, sorted by action."""
     arrays = matched.arrays
-    bulk.write_arrays(conn, sql, arrays)
+    bulk.write_items(conn, sql, arrays)
     rounds = planned.audit
-    if not rounds:
+    if not rounds:  # nothing applied, so no action changed
         return
-    # Sorted by action (stable: an action's changes keep file order), so the action index grows
-    # at its end instead of taking one random B-tree insert per row.
+    # Sorted by action (stable: an action's changes keep file order), so the updates walk the
+    # primary key in order and the audit's action index grows at its end.
     rank = np.empty(len(arrays.ids), dtype=np.int64)
     rank[bulk.id_order(arrays)] = np.arange(len(arrays.ids))
     order = np.argsort(rank[rounds["pos"]], kind="stable")
-    f = job.file
-    columns: dict[str, Any] = {
-        "action_id": arrays.ids[rounds["pos"][order]],
-        "file_id": f.id or None,
-        "channel": f.channel,
-        "actor": f.sender,
+    pos = rounds["pos"][order]
+    rows: dict[str, Any] = {
+        "seq": np.arange(len(pos), dtype=np.int64),
+        "is_last": np.append(pos[1:] != pos[:-1], True).astype(np.int64),
+        **bulk.final_values(arrays, pos),
     }
-    columns |= {name: values[order] for name, values in rounds.items() if name != "pos"}
+    rows |= {name: values[order] for name, values in rounds.items() if name != "pos"}
+    f = job.file
+    constants: dict[str, Any] = {"file_id": f.id or None, "channel": f.channel, "actor": f.sender}
     if not f.id:  # a line number means something only in a file
-        columns["line"] = None
-    columns["at"] = sql.ts(job.now)
-    sql.insert_many(conn, t.audit, columns)
+        del rows["line"]
+        constants["line"] = None
+    constants["at"] = sql.ts(job.now)
+    sets = bulk.UPDATED if arrays.status_known else bulk.UPDATED_WITHOUT_STATUS
+    logged = tuple(c for c in rows if c in t.audit.c)
+    staged = Staged(t.actions, "id", "action_id", sets, t.audit, logged, rows, constants)
+    sql.apply_staged(conn, staged)
     job.progress("write", len(order), len(order))
 
 

@@ -162,25 +162,47 @@ def write_result(path: Path, raw: RawTable, out: LineOutcomes, arrays: ActionArr
     # Each result line takes its original cells from the raw row with the same line number;
     # lines that never made it into the table (ragged rows) get empty cells.
     where = pd.Index(np.asarray(raw.lines, dtype=np.int64)).get_indexer(out.line)
-    take = pa.array(where, mask=where < 0)
-    original: list[pa.Array] = []
-    for i in range(len(raw.header)):
-        column = pa.array(raw.frame.iloc[:, i], type=pa.string(), from_pandas=True)
-        original.append(neutralise(pc.fill_null(column.take(take), "")))
     header = neutralise(pa.array([str(h) for h in raw.header], pa.string())).to_pylist()
     names = [*header, *RESULT_COLUMNS]
-    table = pa.Table.from_arrays([*original, *outcome_columns(out, arrays)], names=names)
+    cells = [
+        pa.array(raw.frame.iloc[:, i], type=pa.string(), from_pandas=True)
+        for i in range(len(raw.header))
+    ]  # arrow text: compact, taken from slice by slice
+    schema = pa.schema([pa.field(f"c{i}", pa.string()) for i in range(len(names))])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     delimiter = raw.delimiter if raw.format == "csv" and raw.delimiter else ","
-    options = pacsv.WriteOptions(quoting_style="needed", delimiter=delimiter)
-    with pa.OSFile(str(tmp), "wb") as sink:
-        pacsv.write_csv(table, sink, options)
+    options = pacsv.WriteOptions(quoting_style="needed", delimiter=delimiter, include_header=False)
+    with (
+        pa.OSFile(str(tmp), "wb") as sink,
+        pacsv.CSVWriter(sink, schema, write_options=options) as w,
+    ):
+        w.write_table(
+            pa.Table.from_arrays([pa.array([n], pa.string()) for n in names], schema=schema)
+        )
+        for start in range(0, len(out.line), RESULT_CHUNK):  # bounded: one slice of text at a time
+            part = slice(start, start + RESULT_CHUNK)
+            columns = [*_original(cells, where[part]), *outcome_columns(_sliced(out, part), arrays)]
+            w.write_table(pa.Table.from_arrays(columns, schema=schema))
     _to_dialect(tmp, raw)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+RESULT_CHUNK = 100_000  # result lines turned into text at a time
+
+
+def _original(cells: list[pa.Array], where: npt.NDArray[np.int64]) -> list[pa.Array]:
+    """The input's cells of these rows (-1: none), neutralised, as text columns."""
+    take = pa.array(where, mask=where < 0)
+    return [neutralise(pc.fill_null(column.take(take), "")) for column in cells]
+
+
+def _sliced(out: LineOutcomes, part: slice) -> LineOutcomes:
+    """The outcomes of a slice of the lines."""
+    return LineOutcomes(**{f.name: getattr(out, f.name)[part] for f in dataclasses.fields(out)})
 
 
 def _to_dialect(path: Path, raw: RawTable) -> None:
