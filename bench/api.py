@@ -3,7 +3,8 @@
     .venv/bin/python bench/api.py [--seconds 30] [--clients 8] [--database-url URL] [--json]
 
 Starts `returnsd run` as a child process over a fresh folder (the HTTP channel only, on a free
-127.0.0.1 port; SQLite there, or the PostgreSQL database given — its tables are dropped first),
+127.0.0.1 port; SQLite there, or the PostgreSQL database given, whose name must contain "bench":
+its tables are dropped first),
 with a ledger of PENDING sales and one impact API account. `--clients` threads, each with its own
 keep-alive httpx client, send `PUT /Advertisers/{SID}/Actions` (form-encoded `ActionId`,
 `Amount`, `Reason=ORDER_UPDATE`, as impact's clients do) for `--seconds`; every request modifies
@@ -86,7 +87,10 @@ def write_setup(folder: Path, url: str, actions: int, port: int) -> Path:
 
 
 def reset_postgres(url: str) -> None:
-    """Drop everything in the bench's PostgreSQL database."""
+    """Drop everything in the bench's PostgreSQL database (only one named for benches)."""
+    name = url.rsplit("/", 1)[-1]
+    if "bench" not in name:
+        raise SystemExit(f"refusing to drop the tables of {name!r}: name a *bench* database")
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
