@@ -104,70 +104,93 @@ def write_pdf(
     rows: Iterable[ActionRow], path: Path, title: str, filters: list[tuple[str, str]]
 ) -> int:
     """Write the rows as a paginated PDF table with a title, the filters, the time and totals."""
-    from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.pdfgen.canvas import Canvas
+    table = _PdfTable(path, title, filters)
+    for r in rows:
+        table.row(r)
+    return table.finish()
 
-    width, height = landscape(A4)
-    pdf = Canvas(str(path), pagesize=(width, height), pageCompression=1)
-    pdf.setTitle(title)
+
+class _PdfTable:
+    """A landscape A4 table drawn a row at a time: the header repeats on every page."""
+
     margin, line = 36, 12
-    state = {"page": 0, "y": 0.0}
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
-    def new_page() -> None:
-        if state["page"]:
+    def __init__(self, path: Path, title: str, filters: list[tuple[str, str]]) -> None:
+        from reportlab.lib.pagesizes import A4, landscape
+        from reportlab.pdfgen.canvas import Canvas
+
+        self.width, self.height = landscape(A4)
+        self.pdf = Canvas(str(path), pagesize=(self.width, self.height), pageCompression=1)
+        self.pdf.setTitle(title)
+        self.title, self.filters = title, filters
+        self.generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        self.page, self.y = 0, 0.0
+        self.n, self.amount, self.payout = 0, 0, 0
+        self.new_page()
+
+    def new_page(self) -> None:
+        """Start a page: the title block on the first, then the footer and the column header."""
+        pdf, margin = self.pdf, self.margin
+        if self.page:
             pdf.showPage()
-        state["page"] += 1
-        y = height - margin
-        if state["page"] == 1:
-            pdf.setFont("Helvetica-Bold", 14)
-            pdf.drawString(margin, y, title)
-            y -= 16
-            pdf.setFont("Helvetica", 8)
-            pdf.drawString(margin, y, f"Generated {generated}")
-            for label, value in filters:
-                y -= 10
-                pdf.drawString(margin, y, f"{label}: {value}")
-            y -= 16
+        self.page += 1
+        y = self.height - margin
+        if self.page == 1:
+            y = self._title_block(y)
         pdf.setFont("Helvetica", 7)
-        pdf.drawRightString(width - margin, margin / 2, f"{title} — page {state['page']}")
+        pdf.drawRightString(self.width - margin, margin / 2, f"{self.title} — page {self.page}")
         pdf.setFont("Helvetica-Bold", 7.5)
         x = margin
         for name, w in PDF_COLUMNS:
             pdf.drawString(x, y, name)
             x += w
-        pdf.line(margin, y - 3, width - margin, y - 3)
-        state["y"] = y - line
+        pdf.line(margin, y - 3, self.width - margin, y - 3)
+        self.y = y - self.line
         pdf.setFont("Helvetica", 7.5)
 
-    new_page()
-    n, amount, payout = 0, 0, 0
-    for r in rows:
-        if state["y"] < margin + line:
-            new_page()
+    def _title_block(self, y: float) -> float:
+        pdf = self.pdf
+        pdf.setFont("Helvetica-Bold", 14)
+        pdf.drawString(self.margin, y, self.title)
+        y -= 16
+        pdf.setFont("Helvetica", 8)
+        pdf.drawString(self.margin, y, f"Generated {self.generated}")
+        for label, value in self.filters:
+            y -= 10
+            pdf.drawString(self.margin, y, f"{label}: {value}")
+        return y - 16
+
+    def row(self, r: ActionRow) -> None:
+        """Draw one action, starting a new page when this one is full."""
+        if self.y < self.margin + self.line:
+            self.new_page()
         cells = (r.id, r.order_id, r.partner_id, str(r.event_type_id),
                  r.event_at.strftime("%Y-%m-%d %H:%M"), r.lock_at.strftime("%Y-%m-%d %H:%M"),
                  money_text(r.amount), money_text(r.payout), r.state, str(r.mod_count))  # fmt: skip
-        x = margin
+        x = self.margin
         for (name, w), text in zip(PDF_COLUMNS, cells, strict=True):
             if name in ("Amount", "Payout"):
-                pdf.drawRightString(x + w - 8, state["y"], text)
+                self.pdf.drawRightString(x + w - 8, self.y, text)
             else:
-                pdf.drawString(x, state["y"], text[:24])
+                self.pdf.drawString(x, self.y, text[:24])
             x += w
-        state["y"] -= line
-        n += 1
-        amount += r.amount
-        payout += r.payout
-    if state["y"] < margin + 3 * line:
-        new_page()
-    pdf.setFont("Helvetica-Bold", 8)
-    y = state["y"] - 4
-    pdf.line(margin, y + 9, width - margin, y + 9)
-    pdf.drawString(margin, y, f"Totals: {n:,} actions · amount {money_text(amount)} · "
-                   f"payout {money_text(payout)}")  # fmt: skip
-    pdf.save()
-    return n
+        self.y -= self.line
+        self.n += 1
+        self.amount += r.amount
+        self.payout += r.payout
+
+    def finish(self) -> int:
+        """Draw the totals line, save the file and return how many rows it holds."""
+        if self.y < self.margin + 3 * self.line:
+            self.new_page()
+        pdf = self.pdf
+        pdf.setFont("Helvetica-Bold", 8)
+        y = self.y - 4
+        pdf.line(self.margin, y + 9, self.width - self.margin, y + 9)
+        pdf.drawString(self.margin, y, f"Totals: {self.n:,} actions · amount "
+                       f"{money_text(self.amount)} · payout {money_text(self.payout)}")  # fmt: skip
+        pdf.save()
+        return self.n
 
 
 def temp_path(suffix: str) -> Path:
