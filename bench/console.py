@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r = client.post("/actions/bulk", data={"csrf": csrf, "op": "reverse", "reason": "ITEM_RETURNED",
                     "campaign": "acme", "ids": ids, "confirmed": "1"})  # fmt: skip
     out["bulk_reverse_1000_seconds"] = round(time.perf_counter() - started, 2)
-    assert "<strong>APPLIED</strong> 1,000" in r.text, r.text[r.text.find("flash"):][:300]
+    assert "<strong>APPLIED</strong> 1,000" in r.text, r.text[r.text.find("flash") :][:300]
     client.close()
     for fmt in ("xlsx", "pdf"):
         figures = export_in_child(settings.database_url, folder, fmt, args.export_rows)

@@ -79,9 +79,7 @@ def _visible_file(request: Request, user: User, file_id: str) -> queries.FileRow
 
 
 @router.get("/files/{file_id}")
-def file_detail(
-    request: Request, file_id: str, user: CurrentUser, kind: str = ""
-) -> Response:
+def file_detail(request: Request, file_id: str, user: CurrentUser, kind: str = "") -> Response:
     """A file's summary and its line errors (all, Validation or Contract)."""
     f = _visible_file(request, user, file_id)
     kind = kind if kind in ("Validation", "Contract") else ""
@@ -91,9 +89,7 @@ def file_detail(
 
 
 @router.get("/files/{file_id}/original")
-def download_original(
-    request: Request, file_id: str, user: CurrentUser
-) -> Response:
+def download_original(request: Request, file_id: str, user: CurrentUser) -> Response:
     """The file as it was received."""
     f = _visible_file(request, user, file_id)
     path = _spooled(request, f)

@@ -154,9 +154,7 @@ async def add_report(request: Request, user: CurrentUser) -> Response:
 
 
 @router.post("/reports/{schedule_id}/delete")
-def delete_report(
-    request: Request, schedule_id: int, user: CurrentUser
-) -> Response:
+def delete_report(request: Request, schedule_id: int, user: CurrentUser) -> Response:
     """Remove one of the user's scheduled reports."""
     if not schedules.delete_schedule(ctx_of(request), user.id, schedule_id):
         raise NotFound()
@@ -164,9 +162,7 @@ def delete_report(
 
 
 @router.post("/reports/{schedule_id}/resume")
-def resume_report(
-    request: Request, schedule_id: int, user: CurrentUser
-) -> Response:
+def resume_report(request: Request, schedule_id: int, user: CurrentUser) -> Response:
     """Resume a schedule that was paused after failing."""
     if not schedules.resume_schedule(ctx_of(request), user.id, schedule_id):
         raise NotFound()

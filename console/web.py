@@ -163,9 +163,7 @@ async def check_csrf(request: Request) -> None:
         raise Refused("the form's security token is missing or stale: reload the page")
 
 
-def render(
-    request: Request, template: str, status: int = 200, **values: Any
-) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     """Render a template with the user, their CSRF token and the navigation."""
     session = getattr(request.state, "session", None)
     if session is None and COOKIE in request.cookies:  # error pages keep the navigation

@@ -72,7 +72,7 @@ def test_pages_need_a_session_and_send_security_headers(sqlite_env: ConsoleEnv) 
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert "<script>" not in page.text and "https://" not in page.text  # nothing from outside
-    assert 'httponly' in page.headers["set-cookie"].lower()
+    assert "httponly" in page.headers["set-cookie"].lower()
     r = sign_in(c, "ann", PASSWORD)
     assert r.status_code == 303 and r.headers["location"] == "/actions"
     cookie = r.headers["set-cookie"].lower()
@@ -131,10 +131,15 @@ def test_every_post_needs_the_token_and_the_same_origin(sqlite_env: ConsoleEnv) 
     r = sign_in(client(sqlite_env), "ann", PASSWORD, {"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
     with sqlite_env.store.read() as conn:
-        assert conn.scalar(select(t.actions.c.state).where(t.actions.c.id == "ACME-0000001")) \
+        assert (
+            conn.scalar(select(t.actions.c.state).where(t.actions.c.id == "ACME-0000001"))
             == "PENDING"
-    r = c.post(url, data={"op": "approve", "csrf": token},
-               headers={"Origin": "http://console.test", "Sec-Fetch-Site": "same-origin"})
+        )
+    r = c.post(
+        url,
+        data={"op": "approve", "csrf": token},
+        headers={"Origin": "http://console.test", "Sec-Fetch-Site": "same-origin"},
+    )
     assert r.status_code == 200 and "APPLIED" in r.text
 
 
@@ -306,8 +311,7 @@ def test_reprocess_is_for_operators(sqlite_env: ConsoleEnv) -> None:
     assert "Process again" in op.get(f"/files/{dup.file_id}").text
     assert op.post(f"/files/{dup.file_id}/reprocess", data={"csrf": token}).status_code == 303
     with sqlite_env.store.read() as conn:
-        assert conn.scalar(select(t.files.c.status).where(t.files.c.id == dup.file_id)) \
-            == "QUEUED"
+        assert conn.scalar(select(t.files.c.status).where(t.files.c.id == dup.file_id)) == "QUEUED"
 
 
 def test_exports_csv_xlsx_pdf(env: ConsoleEnv) -> None:
@@ -349,8 +353,19 @@ def test_saved_views_and_scheduled_reports(sqlite_env: ConsoleEnv) -> None:
     bad = c.post("/reports", data={**form, "timezone": "Mars/Olympus", "recipients": "nobody"})
     assert bad.status_code == 400 and "Unknown time zone" in bad.text
     assert c.post("/reports", data=form).status_code == 303
-    assert c.post("/reports", data={**form, "name": "Empty", "format": "pdf",
-                  "query": "campaign=acme&partner=none", "skip_if_empty": "1"}).status_code == 303
+    assert (
+        c.post(
+            "/reports",
+            data={
+                **form,
+                "name": "Empty",
+                "format": "pdf",
+                "query": "campaign=acme&partner=none",
+                "skip_if_empty": "1",
+            },
+        ).status_code
+        == 303
+    )
     ctx = sqlite_env.context()
     later = datetime.now(UTC) + timedelta(days=2)
     assert sorted(s for _, s in run_due(ctx, later)) == ["SENT", "SKIPPED"]
@@ -366,7 +381,7 @@ def test_saved_views_and_scheduled_reports(sqlite_env: ConsoleEnv) -> None:
     failing = sqlite_env.context(send_mail=broken)
     for k in range(3):
         ran = run_due(failing, later + timedelta(days=k + 1))
-        assert ("FAILED" in {s for _, s in ran}), ran
+        assert "FAILED" in {s for _, s in ran}, ran
     page = c.get("/reports").text
     assert "paused after 3 failures" in page and "relay down" in page
     assert run_due(failing, later + timedelta(days=9)) == [(2, "SKIPPED")]

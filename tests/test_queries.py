@@ -53,15 +53,26 @@ def test_a_tampered_cursor_is_page_one(store: Store) -> None:
 
 def test_detail_with_history_and_campaign_scope(store: Store, settings: Settings) -> None:
     seed_actions(store, n=3)
-    out = apply_change(store, settings, "acme", Change("ACME-0000001", Operation.REVERSE,
-                       "ITEM_RETURNED"), actor="ann", channel="console", role=Role.ADVERTISER)
+    out = apply_change(
+        store,
+        settings,
+        "acme",
+        Change("ACME-0000001", Operation.REVERSE, "ITEM_RETURNED"),
+        actor="ann",
+        channel="console",
+        role=Role.ADVERTISER,
+    )
     assert out.status == "APPLIED"
     with store.read() as conn:
         d = q.get_action(conn, "ACME-0000001", ["acme"])
         assert d is not None and d.action.state == "REVERSED"
         (h,) = d.history
         assert (h.actor, h.channel, h.reason, h.new_state) == (
-            "ann", "console", "ITEM_RETURNED", "REVERSED")
+            "ann",
+            "console",
+            "ITEM_RETURNED",
+            "REVERSED",
+        )
         assert q.get_action(conn, "ACME-0000001", ["other"]) is None
         assert len(q.get_action(conn, "ACME-0000000").items) == 2  # type: ignore[union-attr]
         assert q.locking_soon(conn, ["acme"], days=30) == 2

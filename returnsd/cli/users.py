@@ -72,8 +72,14 @@ def add(
 
 
 def _doc(u: User) -> dict[str, Any]:
-    return {"login": u.login, "role": u.role, "campaigns": list(u.campaigns), "name": u.name,
-            "email": u.email, "disabled": u.disabled}
+    return {
+        "login": u.login,
+        "role": u.role,
+        "campaigns": list(u.campaigns),
+        "name": u.name,
+        "email": u.email,
+        "disabled": u.disabled,
+    }
 
 
 @users.command("list")
