@@ -27,6 +27,9 @@ from ingest.results import FileOutcome
 
 if TYPE_CHECKING:
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Base
+else:
+    _H11Base = object  # uvicorn is imported only when a server starts
 
 log = logging.getLogger(f"returnsd.{__name__}")
 
@@ -164,6 +167,60 @@ BUSY_RESPONSE = (
 )
 
 
+class _PerAddressLimits(_H11Base):
+    """The per-address cap and the header deadline, mixed in before uvicorn's H11Protocol."""
+
+    _cap: PerAddressCap  # set per server by `_limited_protocol`
+    _header_timeout: float
+    _ip: str | None = None
+    _deadline: asyncio.TimerHandle | None = None
+    _turned_away = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ip = str(self.client[0]) if self.client else "?"
+        if not self._cap.admit(ip):
+            self._turn_away(transport)
+            return
+        self._ip = ip
+        self._deadline = self.loop.call_later(self._header_timeout, self._headers_overdue)
+        tls = transport.get_extra_info("ssl_object")
+        peer = tls.getpeercert(binary_form=True) if tls is not None else None
+        if peer:  # each request's state gets the verified client certificate (DER)
+            self.app_state = {**self.app_state, PEER_CERT: peer}
+
+    def _turn_away(self, transport: asyncio.Transport) -> None:
+        self._turned_away = True
+        self.connections.discard(self)  # holds no place under uvicorn's shared limit
+        transport.write(BUSY_RESPONSE)
+        if transport.can_write_eof():
+            transport.write_eof()  # the client reads the answer, then an end of stream
+        drain = min(self._header_timeout, DRAIN_SECONDS)
+        self._deadline = self.loop.call_later(drain, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._turned_away:
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._turned_away:
+            self.transport.close()
+            return
+        super().eof_received()
+
+    def _headers_overdue(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()  # no complete request yet: a slow or idle client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._ip is not None:
+            self._cap.release(self._ip)
+            self._ip = None
+        super().connection_lost(exc)
+
+
 def _limited_protocol(per_ip: int, header_timeout: float) -> type:
     """uvicorn's HTTP/1.1 protocol with a per-address connection cap and a deadline for headers.
 
@@ -175,55 +232,8 @@ def _limited_protocol(per_ip: int, header_timeout: float) -> type:
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    cap = PerAddressCap(per_ip)  # only touched on the server's event loop
-
-    class LimitedH11Protocol(H11Protocol):
-        _ip: str | None = None
-        _deadline: asyncio.TimerHandle | None = None
-        _turned_away = False
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            ip = str(self.client[0]) if self.client else "?"
-            if not cap.admit(ip):
-                self._turn_away(transport)
-                return
-            self._ip = ip
-            self._deadline = self.loop.call_later(header_timeout, self._headers_overdue)
-            tls = transport.get_extra_info("ssl_object")
-            peer = tls.getpeercert(binary_form=True) if tls is not None else None
-            if peer:  # each request's state gets the verified client certificate (DER)
-                self.app_state = {**self.app_state, PEER_CERT: peer}
-
-        def _turn_away(self, transport: asyncio.Transport) -> None:
-            self._turned_away = True
-            self.connections.discard(self)  # holds no place under uvicorn's shared limit
-            transport.write(BUSY_RESPONSE)
-            if transport.can_write_eof():
-                transport.write_eof()  # the client reads the answer, then an end of stream
-            drain = min(header_timeout, DRAIN_SECONDS)
-            self._deadline = self.loop.call_later(drain, transport.close)
-
-        def data_received(self, data: bytes) -> None:
-            if not self._turned_away:
-                super().data_received(data)
-
-        def eof_received(self) -> None:
-            if self._turned_away:
-                self.transport.close()
-                return
-            super().eof_received()
-
-        def _headers_overdue(self) -> None:
-            if self.cycle is None and not self.transport.is_closing():
-                self.transport.close()  # no complete request yet: a slow or idle client
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            if self._ip is not None:
-                cap.release(self._ip)
-                self._ip = None
-            super().connection_lost(exc)
+    class LimitedH11Protocol(_PerAddressLimits, H11Protocol):
+        _cap = PerAddressCap(per_ip)  # only touched on the server's event loop
+        _header_timeout = header_timeout
 
     return LimitedH11Protocol

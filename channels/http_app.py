@@ -52,12 +52,11 @@ from channels.http_docs import (
     upload_body,
     upload_responses,
 )
+from channels.http_health import HealthRoutes
 from channels.impact_api import mount_impact
 from channels.intake import Intake, Refusal, RefusalKind, Sender
 from ingest import queries as q
 from ingest.errors import FileRejected, Transient
-from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
-from ingest.metrics import render as render_metrics
 from ingest.operations import check_file
 from ingest.results import FileOutcome
 from ingest.spool import DUPLICATE, Accepted
@@ -330,47 +329,11 @@ class HttpApi:
             {**outcome.summary(), **self._links(request, outcome.file_id)}
         )
 
-    async def health(self) -> Response:
-        """Liveness (200 while the server runs): database state, queued files, running channels."""
-        doc = await run_in_threadpool(self._health)
-        return JSONResponse(doc.model_dump())
-
-    def _health(self) -> Health:
-        try:
-            queued = len(self.ctx.results.recent(status="QUEUED", limit=QUEUE_COUNT_CAP))
-            processing = len(self.ctx.results.recent(status="PROCESSING", limit=QUEUE_COUNT_CAP))
-        except Transient as exc:  # the database is down: say so, do not fail the probe
-            log.warning("healthz: database unreachable: %s", exc)
-            return Health(status="degraded", database="unreachable", channels=self._channels())
-        return Health(
-            status="ok",
-            database="ok",
-            queued=queued,
-            processing=processing,
-            queue_capped=max(queued, processing) >= QUEUE_COUNT_CAP,
-            channels=self._channels(),
-        )
-
-    def _channels(self) -> list[str]:
-        return sorted(self.ctx.running())
-
-    async def metrics(self) -> Response:
-        """Prometheus text: files by channel and status, queue depth, claims, nodes alive."""
-        try:
-            store = self.ctx.results.store
-            text = await run_in_threadpool(render_metrics, self.ctx.settings, store)
-        except Transient as exc:
-            log.warning("metrics: database unreachable: %s", exc)
-            return PlainTextResponse("# database unreachable\n", status_code=503)
-        return PlainTextResponse(text, media_type=METRICS_TYPE)
-
-
-QUEUE_COUNT_CAP = 10_000
-
 
 def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
     """The API as a FastAPI app (OpenAPI at /openapi.json, docs at /docs, served offline)."""
     api = HttpApi(ctx, public_url)
+    health = HealthRoutes(ctx)
     app = FastAPI(
         title="returnsd upload API",
         version="1",
@@ -411,9 +374,11 @@ def build_app(ctx: ChannelContext, public_url: str | None = None) -> FastAPI:
         "/healthz",
         summary="Health",
         response_model=Health,
-    )(api.health)
+    )(health.health)
     mount_impact(app, ctx)  # impact.com's Actions API under /Advertisers/{AccountSID}/
-    app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)(api.metrics)
+    app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)(
+        health.metrics
+    )
     mount_docs(app)
     from channels.salesforce import mount_salesforce
 

@@ -19,31 +19,23 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from channels.base import ChannelContext
-from channels.impact_reads import ACTION_PAGES, FILE_PAGES, ImpactReads
+from channels.impact_action_routes import mount_action_reads, mount_action_writes
+from channels.impact_reads import ImpactReads
 from channels.impact_shapes import (
     WANTS_JSON,
-    Action,
-    ActionItemPage,
-    ActionPage,
-    ActionUpdatePage,
     ApiSubmission,
     ApiSubmissionPage,
     BadRequest,
-    ErrorDetailPage,
-    ErrorEnvelope,
-    FtpFileSubmission,
-    FtpFileSubmissionPage,
     QueuedReply,
     error,
     iso,
@@ -51,12 +43,12 @@ from channels.impact_shapes import (
     paging,
     render,
 )
+from channels.impact_submission_routes import mount_api_submissions, mount_file_submissions
 from ingest.api_accounts import Authenticator, Principal
 from ingest.errors import Transient
 from ingest.submissions import Submission, Submissions, SubmissionType
 
 log = logging.getLogger(f"returnsd.{__name__}")
-BASE = "/Advertisers/{sid}"
 MAX_BODY = 64 * 1024
 SCRYPT_AT_ONCE = 2
 UNSUPPORTED = {"itemsubtotaldelta": "ItemSubTotalDelta (relative item amounts)"}
@@ -248,47 +240,6 @@ def submission_doc(s: Submission) -> ApiSubmission:
     )
 
 
-XML_BODY = {"application/xml": {"schema": {"type": "string"}}}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope, "description": text, "content": XML_BODY}
-    for code, text in (
-        (400, "A parameter is malformed or not supported"),
-        (401, "Invalid AccountSID or AuthToken"),
-        (403, "The AuthToken may not act on that campaign"),
-        (404, "No such resource"),
-        (429, "Too many requests this hour (see X-RateLimit-Reset)"),
-        (503, "Temporarily unavailable; retry"),
-    )
-}
-
-
-def _ok(model: type, description: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "model": model,
-            "description": f"{description} (XML unless Accept: application/json)",
-            "content": XML_BODY,
-        },
-        **ERRORS,
-    }
-
-
-FORM_BODY = {
-    "requestBody": {
-        "required": False,
-        "description": "The parameters, form-encoded (as impact's clients send them) or JSON",
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
-            },
-            "application/json": {
-                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
-            },
-        },
-    }
-}
-
-
 async def _invalid(request: Request, exc: Exception) -> Response:
     """A malformed parameter: impact's 400 envelope under /Advertisers, FastAPI's 422 elsewhere."""
     assert isinstance(exc, RequestValidationError)
@@ -312,26 +263,6 @@ class JsonSuffix:
         await self.app(scope, receive, send)
 
 
-SID = Annotated[str, Path(description="Your AccountSID")]
-ACTION = Annotated[str, Path(description="The action's Id")]
-Q = Annotated[str | None, Query()]
-WHEN = Annotated[str | None, Query(description="ISO 8601 date-time (no zone: UTC)")]
-STATE = Annotated[
-    Literal["PENDING", "APPROVED", "REVERSED"] | None, Query(description="impact's states")
-]
-BATCH = Annotated[str, Path(description="The BatchId of …/APISubmissions/{BatchId}")]
-PAGE = Annotated[int | None, Query(ge=1, le=1_000_000, description="From 1")]
-
-
-ACTION_PAGE_SIZE = Annotated[
-    int | None, Query(ge=ACTION_PAGES[1], le=ACTION_PAGES[2], description="Default 20000")
-]
-FILE_PAGE_SIZE = Annotated[
-    int | None, Query(ge=FILE_PAGES[1], le=FILE_PAGES[2], description="Default 100")
-]
-SUBMISSION_PAGE_SIZE = Annotated[int | None, Query(ge=1, le=1000, description="Default 100")]
-
-
 def mount_impact(app: FastAPI, ctx: ChannelContext) -> ImpactApi | None:
     """Add the impact-compatible routes (and the `.json` suffix) to the HTTP channel's app."""
     if not ctx.settings.impact_api.enabled:
@@ -339,88 +270,9 @@ def mount_impact(app: FastAPI, ctx: ChannelContext) -> ImpactApi | None:
     api = ImpactApi(ctx)
     app.add_middleware(JsonSuffix)
     app.add_exception_handler(RequestValidationError, _invalid)
-    route = api.guarded
-
-    def add(method: str, path: str, endpoint: Any, model: type, summary: str,
-            body: bool = False) -> None:  # fmt: skip
-        app.add_api_route(
-            BASE + path, endpoint, methods=[method], summary=summary, tags=TAGS,
-            responses=_ok(model, summary), openapi_extra=FORM_BODY if body else None,
-            response_class=Response, name=f"impact {method} {path}",
-        )  # fmt: skip
-
-    async def put_actions(request: Request, sid: SID) -> Response:
-        return await route(request, sid, api.modify)
-
-    async def delete_actions(request: Request, sid: SID) -> Response:
-        return await route(request, sid, api.reverse)
-
-    async def post_actions(request: Request, sid: SID) -> Response:
-        return await route(request, sid, api.overloaded)
-
-    async def list_submissions(
-        request: Request, sid: SID, Page: PAGE = None,
-        PageSize: SUBMISSION_PAGE_SIZE = None,
-    ) -> Response:  # fmt: skip
-        return await route(request, sid, api.submissions_page)
-
-    async def get_submission(request: Request, sid: SID, batch_id: BATCH) -> Response:
-        return await route(request, sid, api.submission, batch_id=batch_id)
-
     reads = ImpactReads(ctx.settings, ctx.spool.store.read)
-
-    async def list_actions(
-        request: Request, sid: SID, CampaignId: Q = None, State: STATE = None,
-        StartDate: WHEN = None, EndDate: WHEN = None, ActionDateStart: WHEN = None,
-        ActionDateEnd: WHEN = None, LockingDateStart: WHEN = None, LockingDateEnd: WHEN = None,
-        Page: PAGE = None, PageSize: ACTION_PAGE_SIZE = None,
-    ) -> Response:  # fmt: skip
-        return await route(request, sid, reads.actions)
-
-    async def get_action(request: Request, sid: SID, action_id: ACTION) -> Response:
-        return await route(request, sid, reads.action, action_id=action_id)
-
-    async def get_items(request: Request, sid: SID, action_id: ACTION) -> Response:
-        return await route(request, sid, reads.items, action_id=action_id)
-
-    async def list_updates(
-        request: Request, sid: SID, CampaignId: Q = None, ActionId: Q = None,
-        StartDate: WHEN = None, EndDate: WHEN = None, Page: PAGE = None,
-        PageSize: ACTION_PAGE_SIZE = None,
-    ) -> Response:  # fmt: skip
-        return await route(request, sid, reads.updates)
-
-    async def list_files(
-        request: Request, sid: SID, CampaignId: Q = None, SubmissionDateStart: WHEN = None,
-        SubmissionDateEnd: WHEN = None, CompletedDateStart: WHEN = None,
-        CompletedDateEnd: WHEN = None, Page: PAGE = None, PageSize: FILE_PAGE_SIZE = None,
-    ) -> Response:  # fmt: skip
-        return await route(request, sid, reads.files)
-
-    async def get_file(request: Request, sid: SID, batch_id: BATCH) -> Response:
-        return await route(request, sid, reads.file, batch_id=batch_id)
-
-    async def get_errors(
-        request: Request, sid: SID, batch_id: BATCH, Page: PAGE = None,
-        PageSize: FILE_PAGE_SIZE = None,
-    ) -> Response:  # fmt: skip
-        return await route(request, sid, reads.error_details, batch_id=batch_id)
-
-    add("GET", "/Actions", list_actions, ActionPage, "List a campaign's actions")
-    add("GET", "/Actions/{action_id}", get_action, Action, "An action")
-    add("GET", "/Actions/{action_id}/Items", get_items, ActionItemPage, "An action's items")
-    add("GET", "/ActionUpdates", list_updates, ActionUpdatePage, "List action updates")
-    add("GET", "/FTPFileSubmissions", list_files, FtpFileSubmissionPage,
-        "List file submissions (every channel)")  # fmt: skip
-    add("GET", "/FTPFileSubmissions/{batch_id}", get_file, FtpFileSubmission, "A file submission")
-    add("GET", "/FTPFileSubmissions/{batch_id}/ErrorDetails", get_errors, ErrorDetailPage,
-        "A file submission's line errors")  # fmt: skip
-    add("PUT", "/Actions", put_actions, QueuedReply, "Modify an action (queued)", body=True)
-    add("DELETE", "/Actions", delete_actions, QueuedReply, "Reverse an action (queued)", body=True)
-    add("POST", "/Actions", post_actions, QueuedReply, "PUT or DELETE via _method", body=True)
-    add("GET", "/APISubmissions", list_submissions, ApiSubmissionPage, "List API submissions")
-    add("GET", "/APISubmissions/{batch_id}", get_submission, ApiSubmission, "An API submission")
+    mount_action_reads(app, api, reads)
+    mount_file_submissions(app, api, reads)
+    mount_action_writes(app, api)
+    mount_api_submissions(app, api)
     return api
-
-
-TAGS: list[str | Enum] = ["impact.com-compatible API"]

@@ -154,7 +154,7 @@ class Daemon:
     def _start_api_applier(self) -> None:
         """The impact-compatible API's accounts from the config, and its submissions' applier."""
         from ingest.api_accounts import Accounts
-        from ingest.submissions import Applier
+        from ingest.applier import Applier
 
         Accounts(self.store).sync_config(self.settings)
         applier = Applier(self.settings, self.store)

@@ -21,10 +21,10 @@ from channels.http_api import HttpApiChannel
 from ingest import config
 from ingest import tables as t
 from ingest.api_accounts import Accounts
+from ingest.applier import Applier
 from ingest.results import ResultStore
 from ingest.spool import Spool
 from ingest.store import Store, prepare
-from ingest.submissions import Applier
 from tests.test_cases import Env
 
 SHOP_SID = "IRshop00000000000000000000000001"
@@ -142,4 +142,3 @@ def start_api(env: Env, *, applier: bool = True, **impact: Any) -> Api:
     if applier:
         api.start_applier()
     return api
-

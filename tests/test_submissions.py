@@ -9,18 +9,14 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest import tables as t
+from ingest.applier import AlreadyApplied, Applier, Recorded, items_of, write_records
 from ingest.config import Settings
 from ingest.store import Store
 from ingest.submissions import (
-    AlreadyApplied,
-    Applier,
-    Recorded,
     Submissions,
     SubmissionStatus,
     SubmissionType,
-    items_of,
     purge_submissions,
-    write_records,
 )
 
 
