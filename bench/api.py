@@ -64,16 +64,28 @@ def write_setup(folder: Path, url: str, actions: int, port: int) -> Path:
         "channels": {"http": {"host": "127.0.0.1", "port": port, "max_connections_per_ip": 64}},
         "impact_api": {
             "rate_limit_per_hour": 10_000_000,
-            "accounts": [{"sid": SID, "campaigns": ["bench"],
-                          "token_hashes": [hash_password(TOKEN)]}],
+            "accounts": [
+                {"sid": SID, "campaigns": ["bench"], "token_hashes": [hash_password(TOKEN)]}
+            ],
         },
-        "campaigns": [{
-            "id": "bench", "name": "Bench", "currency": "USD", "timezone": "UTC",
-            "event_types": [{"id": 9001, "name": "Sale", "kind": "sale",
-                             "payout": {"type": "percent", "value": "10"},
-                             "locking": {"days": 27}}],
-            "dropdir": False,
-        }],
+        "campaigns": [
+            {
+                "id": "bench",
+                "name": "Bench",
+                "currency": "USD",
+                "timezone": "UTC",
+                "event_types": [
+                    {
+                        "id": 9001,
+                        "name": "Sale",
+                        "kind": "sale",
+                        "payout": {"type": "percent", "value": "10"},
+                        "locking": {"days": 27},
+                    }
+                ],
+                "dropdir": False,
+            }
+        ],
     }
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(doc))

@@ -206,9 +206,11 @@ class Authenticator:
 
     def _verify(self, sid: str, token: str) -> Principal | None:
         with self.store.read() as conn:
-            account = conn.execute(
-                select(t.api_accounts).where(t.api_accounts.c.sid == sid)
-            ).mappings().first()
+            account = (
+                conn.execute(select(t.api_accounts).where(t.api_accounts.c.sid == sid))
+                .mappings()
+                .first()
+            )
             rows: list[Any] = []
             if account is not None:
                 rows = list(conn.execute(
@@ -226,4 +228,3 @@ class Authenticator:
                 campaigns = [c for c in own if scoped is None or c in scoped]
                 return Principal(sid, row["id"], tuple(campaigns), account["rate_limit_per_hour"])
         return None
-

@@ -125,8 +125,6 @@ def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.fill_null(pa.array(values, type=pa.string(), from_pandas=True), "")
 
 
-
-
 def without_result_columns(raw: RawTable) -> RawTable:
     """The table without columns named like returnsd's result columns (a result sent back).
 

@@ -259,8 +259,9 @@ def test_get_actions_with_campaign_and_page_size(api: Api) -> None:
     assert status == 400 and "CampaignId" in doc["Message"], doc
     status, doc = api.curl(actions_url(), "-G", "-d", "CampaignId=other", user=api.user())
     assert status == 403, doc
-    status, doc = api.curl(actions_url(), "-G", "-d",
-                           "CampaignId=shop&StartDate=2026-01-01T00:00:00Z", user=api.user())
+    status, doc = api.curl(
+        actions_url(), "-G", "-d", "CampaignId=shop&StartDate=2026-01-01T00:00:00Z", user=api.user()
+    )
     assert status == 400, doc
 
 
@@ -277,7 +278,11 @@ def test_action_items_and_updates(api: Api) -> None:
     assert status == 200, doc
     (update,) = doc["ActionUpdates"]
     assert (update["Type"], update["PreviousAmount"], update["Amount"], update["Channel"]) == (
-        "Modification", "100.00", "80.00", "api")
+        "Modification",
+        "100.00",
+        "80.00",
+        "api",
+    )
     status, doc = api.curl(actions_url() + "/NOPE", user=api.user())
     assert status == 404 and doc["Status"] == "ERROR"
     other = f"{BOTH_SID}:{api.tokens['other-only']}"
@@ -295,12 +300,18 @@ def test_file_submissions_and_error_details(api: Api) -> None:
     assert status == 200, doc
     (sub,) = doc["FTPFileSubmissions"]
     assert (sub["FileName"], sub["Status"], sub["TotalRecords"], sub["TotalErrors"]) == (
-        "returns.csv", "Complete", "3", "2")
+        "returns.csv",
+        "Complete",
+        "3",
+        "2",
+    )
     assert sub["Channel"] == "cli"
     status, doc = api.curl(sub["ErrorsUri"], user=api.user())
     assert status == 200, doc
     assert [(e["Line"], e["Status"], e["Reason"]) for e in doc["ErrorDetails"]] == [
-        ("3", "Contract Error", "ACTION_NOT_FOUND"), ("4", "Validation", "UNKNOWN_REASON")]
+        ("3", "Contract Error", "ACTION_NOT_FOUND"),
+        ("4", "Validation", "UNKNOWN_REASON"),
+    ]
     status, doc = api.curl(f"/Advertisers/{SHOP_SID}/FTPFileSubmissions", "-G", "-d",
                            "SubmissionDateStart=2000-01-01T00:00:00Z&"
                            "SubmissionDateEnd=2000-01-02T00:00:00Z", user=api.user())  # fmt: skip
