@@ -33,6 +33,7 @@ run: $(STAMP)
 test: $(TESTSTAMP)
 	$(BIN)/ruff check ingest channels parsers console returnsd scheduler.py tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(TESTSTAMP)
@@ -41,6 +42,7 @@ lint: $(TESTSTAMP)
 
 typecheck: $(TESTSTAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 
 bench: $(TESTSTAMP)
 	$(BIN)/python bench/ingest.py --rows 1000000 --json

@@ -686,7 +686,7 @@ def test_http_control_characters_in_name(
         if r.status_code != 202:
             return
         out = rig.results.outcome(r.json()["file_id"])
-        assert out is not None and not any(ord(ch) < 32 for ch in out.name), repr(out.name)
+        assert out is not None and not any(ord(ch) < 32 for ch in out.name), repr(out)
         Worker(rig.settings, rig.store).drain()
         result = client.get(f"/v1/files/{out.file_id}/result", headers=auth_header())
         assert result.status_code == 200

@@ -61,7 +61,7 @@ def test_users_commands(tmp_path: Path) -> None:
 
     with store.read() as conn:
         stored = conn.scalar(select(t.users.c.password_hash).where(t.users.c.login == "ann"))
-    assert verify_password("another long pw", stored)
+    assert stored is not None and verify_password("another long pw", stored)
     assert run(cfg, "users", "disable", "ann")[0] == 0
     assert json.loads(run(cfg, "users", "list", "--json")[1])[0]["disabled"] is True
     token = sessions.create(user, "127.0.0.1")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -102,7 +102,7 @@ def test_every_channel_delivers_results(
     daemon: Daemon, tmp_path: Path, relay: tuple[Collector, int]
 ) -> None:
     assert set(daemon.channels) == {"ftp", "smtp", "http", "dropdir"}
-    ftp_port = daemon.channels["ftp"].port
+    ftp_port = cast(Any, daemon.channels["ftp"]).port
     with ftplib.FTP() as ftp:
         ftp.connect("127.0.0.1", ftp_port)
         ftp.login("acme", PASSWORD)
@@ -118,7 +118,7 @@ def test_every_channel_delivers_results(
     ]
 
     api = httpx.Client(
-        base_url=f"http://127.0.0.1:{daemon.channels['http'].port}",
+        base_url=f"http://127.0.0.1:{cast(Any, daemon.channels['http']).port}",
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     posted = api.post("/v1/campaigns/acme/files", files={"file": ("api.csv", returns(3, "0"))})
@@ -136,7 +136,7 @@ def test_every_channel_delivers_results(
     msg["From"], msg["To"], msg["Subject"] = "ops@adv.test", "acme@returns.test", "returns"
     msg.set_content("returns attached")
     msg.add_attachment(returns(6, "50.00"), maintype="text", subtype="csv", filename="mail.csv")
-    with smtplib.SMTP("127.0.0.1", daemon.channels["smtp"].port) as smtp:
+    with smtplib.SMTP("127.0.0.1", cast(Any, daemon.channels["smtp"]).port) as smtp:
         smtp.send_message(msg)
     mails = relay[0].messages
     result_mail = until(

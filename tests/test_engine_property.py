@@ -373,7 +373,7 @@ class Harness:
             (r["Status"], r["ErrorCode"] or None, r["ResolvedActionId"] or None) for r in result
         ]
         with self.store.read() as conn:
-            ledger = {
+            ledger: dict[str, tuple[Any, ...]] = {
                 r.id: (r.amount, r.payout, r.state, r.mod_count, r.customer_status)
                 for r in conn.execute(select(t.actions))
             }

@@ -25,7 +25,7 @@ import re
 import zipfile
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -358,10 +358,12 @@ def test_generated_csv_raises_only_file_rejected(
 
 # --- the row validation --------------------------------------------------------------------------
 
-ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+DECIMAL_DIGITS: tuple[Literal["Nd"]] = ("Nd",)
+ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=SURROGATES), max_size=30)
 # Digits of every script (Arabic-Indic, full-width, Devanagari, …): only 0-9 count as digits.
 ANY_DIGITS = st.text(
-    st.characters(categories=("Nd",)) | st.sampled_from(".,"), min_size=1, max_size=9
+    st.characters(categories=DECIMAL_DIGITS) | st.sampled_from(".,"), min_size=1, max_size=9
 )
 MONEYISH = st.one_of(
     st.from_regex(r"\A[0-9]{0,8}(\.[0-9]{0,3})?\Z"),

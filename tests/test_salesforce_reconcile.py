@@ -279,7 +279,7 @@ def test_reconciler_signs_in_with_a_jwt_bearer_assertion(
 def test_refused_sign_in_names_the_reason(
     make_settings: Callable[..., Settings], tmp_path: Path, fake: FakeSalesforce
 ) -> None:
-    from ingest.salesforce_reconcile import SalesforceRefused
+    from ingest.salesforce_rest import SalesforceRefused
 
     sf = reconciling(fake.url, tmp_path)
     h = harness_for(make_settings, tmp_path, sf, f"sqlite:///{tmp_path / 'no.db'}")

@@ -7,9 +7,10 @@ import pytest
 from ingest.errors import FileRejected, UnknownCampaign
 from ingest.results import ResultStore
 from ingest.spool import DUPLICATE, QUEUED, Spool
+from ingest.store import Store
 
 
-def test_accept_stores_and_records(spool: Spool, store) -> None:
+def test_accept_stores_and_records(spool: Spool, store: Store) -> None:
     acc = spool.accept(
         "acme", "cli", "returns.csv", b"ActionId,Amount,Reason\n1,0,OTHER\n", sender="ops"
     )
@@ -25,7 +26,7 @@ def test_same_bytes_while_queued_is_the_same_file(spool: Spool) -> None:
     assert b.file_id == a.file_id and b.status == QUEUED
 
 
-def test_same_bytes_after_finish_is_duplicate(spool: Spool, store) -> None:
+def test_same_bytes_after_finish_is_duplicate(spool: Spool, store: Store) -> None:
     from sqlalchemy import update
 
     from ingest import tables as t

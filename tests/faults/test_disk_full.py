@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -90,7 +91,7 @@ class Rig:
 
     def port(self, channel: str) -> int:
         """The port a channel listens on."""
-        return int(self.daemon.channels[channel].port)
+        return int(cast(Any, self.daemon.channels[channel]).port)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Files a refused upload may have left: records, spool files, FTP home files."""
