@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import need
+from tests.sshd import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -41,15 +42,6 @@ def blocks(language: str, marker: str | None = None) -> list[str]:
         if marker is None or m.group(2) == marker:
             found.append(m.group(3))
     return found
-
-
-def free_port() -> int:
-    """A TCP port free a moment ago on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Demo:
